@@ -1,0 +1,123 @@
+"""A machine: N CPUs (Unicorn instances) over one shared physical memory.
+
+CPUs advance in quanta, always the CPU with the lowest cycle clock first (ties by
+index), so a run is deterministic for a given seed. The machine also keeps translated
+code coherent: when a frame that held code is written or reused, every CPU drops its
+translated blocks, so no CPU runs stale code (unicorn-notes §1).
+"""
+from __future__ import annotations
+
+import random
+from collections import Counter
+from typing import Callable
+
+from .cores import CorePreset, load_preset
+from .cpu import SPECULATION_RATES, Cpu, Stop, StopKind
+from .frames import FrameAllocator, FrameInfo, FrameKind
+from .physmem import PAGE_SHIFT, PhysMem
+from .trace import Trace
+
+
+class BudgetExceeded(Exception):
+    """A guest ran past its instruction budget (an endless loop, most likely)."""
+
+
+class Machine:
+    def __init__(self, ncpus: int = 2, mem_size: int = 64 << 20, core: str | CorePreset = "cortex-a72",
+                 seed: int = 0, speculate: str = "off", instrument: bool = False,
+                 trace: Trace | bool | None = None, parange_bits: int = 44):
+        if ncpus < 1:
+            raise ValueError("a machine needs at least one CPU")
+        if speculate not in SPECULATION_RATES:
+            raise ValueError(f"unknown speculation setting {speculate!r} (one of {', '.join(SPECULATION_RATES)})")
+        self.core = core if isinstance(core, CorePreset) else load_preset(core)
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.speculate = speculate
+        self.instrument = instrument
+        self.parange_bits = parange_bits
+        self.trace = Trace() if trace is True else (trace or None)
+        self.mem = PhysMem(mem_size)
+        self.frames = FrameAllocator(self.mem)
+        self.walk_observers: list[Callable] = []      # fn(cpu, va, result, speculative)
+        self.code_frames: set[int] = set()            # frames some CPU has fetched instructions from
+        self.frames.listeners.append(self._frame_changed)
+        self.cpus = [Cpu(self, i) for i in range(ncpus)]
+
+    # ---------------------------------------------------------------- code coherence
+    def code_fetched(self, pa: int) -> None:
+        frame = pa >> PAGE_SHIFT << PAGE_SHIFT
+        if frame not in self.code_frames:
+            self.code_frames.add(frame)
+            for cpu in self.cpus:
+                cpu.watch_code_frame(frame)
+
+    def code_written(self, writer: Cpu | None, frame: int) -> None:
+        """A code frame was written by a guest store of `writer` (None: by the host)."""
+        for cpu in self.cpus:
+            if cpu is not writer:
+                cpu.drop_code()
+
+    def drop_code_others(self, cpu: Cpu) -> None:
+        for other in self.cpus:
+            if other is not cpu:
+                other.drop_code()
+
+    def _frame_changed(self, pa: int, old: FrameInfo, new: FrameInfo) -> None:
+        # A freed or reused code frame may get new contents: forget its translations.
+        if pa in self.code_frames and new.kind is FrameKind.FREE:
+            self.code_frames.discard(pa)
+            for cpu in self.cpus:
+                cpu.unwatch_code_frame(pa)
+                cpu.drop_code()
+
+    def load_code(self, pa: int, code: bytes, barriers=()) -> None:
+        """Host-side load of guest code at a physical address; every CPU sees it fresh."""
+        self.mem.write(pa, code)
+        for cpu in self.cpus:
+            cpu.drop_code()
+            cpu.add_barrier_hooks(barriers)
+
+    # ---------------------------------------------------------------- running
+    def next_cpu(self, runnable: list[Cpu]) -> Cpu:
+        """The CPU whose clock is furthest behind (ties: lowest index)."""
+        return min(runnable, key=lambda c: (c.cycles, c.index))
+
+    def run(self, quantum: int = 1000, budget: int = 10_000_000,
+            on_stop: Callable[[Cpu, Stop], bool] | None = None, active: list[Cpu] | None = None) -> None:
+        """Run the active CPUs in quanta until none is left.
+
+        `on_stop(cpu, stop)` handles SVCs, faults and other stops and returns True to
+        keep that CPU running (having fixed its state) or False to retire it. Without
+        a handler any stop other than the end of a quantum retires the CPU.
+        """
+        runnable = list(self.cpus if active is None else active)
+        while runnable:
+            cpu = self.next_cpu(runnable)
+            if cpu.insns >= budget:
+                raise BudgetExceeded(f"cpu{cpu.index} ran {cpu.insns} instructions without finishing "
+                                     f"(budget {budget}); last pc {cpu.pc:#x}")
+            before = cpu.cycles
+            stop = cpu.run(min(quantum, budget - cpu.insns))
+            # CPUs with nothing to run still speculate while time passes
+            for other in self.cpus:
+                if other.spec_rate and other not in runnable:
+                    other.speculate(elapsed=cpu.cycles - before)
+            if stop.kind is StopKind.QUANTUM:
+                continue
+            keep = on_stop(cpu, stop) if on_stop is not None else False
+            if not keep:
+                runnable.remove(cpu)
+
+    # ---------------------------------------------------------------- statistics
+    def stats(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for cpu in self.cpus:
+            out.update(cpu.stats())
+        return out
+
+    def events(self) -> Counter:
+        total = Counter()
+        for cpu in self.cpus:
+            total.update(cpu.events)
+        return total

@@ -1,0 +1,299 @@
+"""Per-CPU TLB model: L1 instruction TLB, L1 data TLB, unified L2 TLB and a walk cache.
+
+Each structure is set-associative; a set is a dict whose insertion order is the LRU
+order (oldest first). Entries are the walker's Translation objects themselves (no copy
+on fill). A key packs (vpn, size shift, ASID tag) into one int so that a lookup does
+no allocation. Statistics are named after gem5's ArmTLB/TableWalker stats.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+
+from .tlbi import Scope, TLBIOp
+from .walker import Translation
+
+GLOBAL_TAG = 0x10000            # ASID tag of global entries: outside any 16-bit ASID
+_TAG_BITS = 17
+
+
+def _key(vpn: int, shift: int, tag: int) -> int:
+    return ((vpn << 6 | shift) << _TAG_BITS) | tag
+
+
+@dataclass(slots=True)
+class TLBStats:
+    hits: int = 0
+    misses: int = 0
+    inserts: int = 0
+    evictions: int = 0
+    flushed_entries: int = 0     # removed by TLBI
+    flush_ops: int = 0           # TLBI operations that reached this structure
+
+
+class SetAssocTLB:
+    """One set-associative TLB structure holding leaf translations of any size."""
+
+    def __init__(self, name: str, entries: int, ways: int, replacement: str = "lru",
+                 max_block_shift: int = 30, rng: random.Random | None = None):
+        if entries % ways:
+            raise ValueError(f"{name}: {ways} ways do not divide {entries} entries")
+        self.name = name
+        self.entries = entries
+        self.ways = ways
+        self.nsets = entries // ways
+        self.set_mask = self.nsets - 1 if self.nsets & (self.nsets - 1) == 0 else None
+        self.replacement = replacement
+        self.max_block_shift = max_block_shift
+        self.rng = rng or random.Random(0)
+        self.sets: list[dict[int, Translation]] = [{} for _ in range(self.nsets)]
+        self.shift_count = {12: 0, 21: 0, 30: 0}      # entries per page size, to skip absent sizes
+        self.shifts: tuple = ()                        # sizes present, smallest first
+        self.stats = TLBStats()
+        self.on_remove = None                          # fn(entry) when an entry leaves this TLB
+
+    def _set_of(self, vpn: int) -> dict:
+        if self.set_mask is not None:
+            return self.sets[vpn & self.set_mask]
+        return self.sets[vpn % self.nsets]
+
+    def lookup(self, va: int, asid: int) -> Translation | None:
+        """Entry translating va for this ASID (or global); updates LRU and hit/miss stats."""
+        for shift in self.shifts:
+            vpn = va >> shift
+            s = self._set_of(vpn)
+            k = ((vpn << 6 | shift) << _TAG_BITS) | asid
+            e = s.get(k)
+            if e is None:
+                k = ((vpn << 6 | shift) << _TAG_BITS) | GLOBAL_TAG
+                e = s.get(k)
+            if e is not None:
+                if self.replacement != "random":
+                    del s[k]
+                    s[k] = e
+                self.stats.hits += 1
+                return e
+        self.stats.misses += 1
+        return None
+
+    def probe(self, va: int, asid: int) -> Translation | None:
+        """Lookup without touching LRU state or stats (checker, tests)."""
+        for shift in self.shifts:
+            vpn = va >> shift
+            s = self._set_of(vpn)
+            e = s.get(((vpn << 6 | shift) << _TAG_BITS) | asid) or s.get(((vpn << 6 | shift) << _TAG_BITS) | GLOBAL_TAG)
+            if e is not None:
+                return e
+        return None
+
+    def insert(self, e: Translation) -> None:
+        shift = e.size.bit_length() - 1
+        if shift > self.max_block_shift:
+            # This TLB cannot hold the block size natively: keep the piece that covers e.va.
+            size = 1 << self.max_block_shift
+            off = e.va & (e.size - 1) & ~(size - 1)
+            e = replace(e, va_base=e.va_base + off, pa_base=e.pa_base + off, size=size)
+            shift = self.max_block_shift
+            if shift not in self.shift_count:
+                self.shift_count[shift] = 0
+        vpn = e.va_base >> shift
+        tag = GLOBAL_TAG if e.asid is None else e.asid
+        k = ((vpn << 6 | shift) << _TAG_BITS) | tag
+        s = self._set_of(vpn)
+        old = s.pop(k, None)
+        if old is not None:
+            self._dropped(old, shift)
+        elif len(s) >= self.ways:
+            if self.replacement == "random":
+                victim = list(s)[self.rng.randrange(len(s))]
+            else:
+                victim = next(iter(s))
+            ev = s.pop(victim)
+            self.stats.evictions += 1
+            self._dropped(ev, ev.size.bit_length() - 1 if ev.size.bit_length() - 1 <= self.max_block_shift else self.max_block_shift)
+        s[k] = e
+        e.refs += 1
+        self.stats.inserts += 1
+        if self.shift_count[shift] == 0:
+            self.shift_count[shift] = 1
+            self.shifts = tuple(sorted(x for x, n in self.shift_count.items() if n))
+        else:
+            self.shift_count[shift] += 1
+
+    def _dropped(self, e: Translation, shift: int) -> None:
+        self.shift_count[shift] -= 1
+        if self.shift_count[shift] == 0:
+            self.shifts = tuple(sorted(x for x, n in self.shift_count.items() if n))
+        e.refs -= 1
+        if self.on_remove is not None:
+            self.on_remove(e)
+
+    def invalidate(self, scope: Scope, va: int = 0, asid: int = 0) -> int:
+        """Remove every entry in the TLBI scope; returns how many."""
+        self.stats.flush_ops += 1
+        n = 0
+        if scope is Scope.VA or scope is Scope.VAA:
+            for shift in self.shifts:
+                vpn = va >> shift
+                s = self._set_of(vpn)
+                for k in [k for k, e in s.items() if e.va_base >> shift == vpn
+                          and (scope is Scope.VAA or e.asid is None or e.asid == asid)]:
+                    self._dropped(s.pop(k), shift)
+                    n += 1
+        else:
+            for s in self.sets:
+                if not s:
+                    continue
+                if scope is Scope.ALL:
+                    victims = list(s)
+                else:
+                    victims = [k for k, e in s.items() if e.asid == asid]
+                for k in victims:
+                    e = s.pop(k)
+                    self._dropped(e, min(e.size.bit_length() - 1, self.max_block_shift))
+                    n += 1
+        self.stats.flushed_entries += n
+        return n
+
+    def __iter__(self):
+        for s in self.sets:
+            yield from s.values()
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.sets)
+
+
+@dataclass(slots=True)
+class WalkCacheEntry:
+    level: int           # level of the table this entry points at (2 or 3 for 3-level walks)
+    va_base: int         # start of the VA region that table covers
+    table_pa: int
+    tattrs: int          # table attributes accumulated above it
+    asid: int            # ASID of the walk that filled it
+
+
+class WalkCache:
+    """Cached table descriptors: (level, VA region, ASID) -> next-level table.
+
+    A hit lets the walker start at the deepest cached level instead of the TTBR.
+    Entries are ASID-tagged; by-VA TLBIs drop every entry covering the VA for any
+    ASID (the conservative choice of armv8-mmu.md §3.3); last-level TLBIs leave it alone.
+    """
+
+    def __init__(self, entries: int, ways: int, rng: random.Random | None = None, replacement: str = "lru"):
+        self.tlb = SetAssocTLB("walk_cache", entries, ways, replacement, rng=rng)
+        self.sets = self.tlb.sets
+        self.stats = self.tlb.stats
+        self.nsets = self.tlb.nsets
+
+    @staticmethod
+    def _region_shift(level: int) -> int:
+        # a level-L table covers the VA region translated by the levels above it
+        return 12 + 9 * (4 - level)
+
+    def lookup(self, va: int, asid: int) -> WalkCacheEntry | None:
+        """Deepest cached table for va (L3 table first)."""
+        for level in (3, 2, 1):
+            shift = self._region_shift(level)
+            vpn = va >> shift
+            s = self.sets[vpn % self.nsets]
+            e = s.get(((vpn << 6 | level) << _TAG_BITS) | asid)
+            if e is not None:
+                del s[((vpn << 6 | level) << _TAG_BITS) | asid]
+                s[((vpn << 6 | level) << _TAG_BITS) | asid] = e
+                self.stats.hits += 1
+                return e
+        self.stats.misses += 1
+        return None
+
+    def insert(self, va: int, level: int, table_pa: int, tattrs: int, asid: int) -> None:
+        shift = self._region_shift(level)
+        vpn = va >> shift
+        k = ((vpn << 6 | level) << _TAG_BITS) | asid
+        s = self.sets[vpn % self.nsets]
+        if k in s:
+            del s[k]
+        elif len(s) >= self.tlb.ways:
+            del s[next(iter(s))]
+            self.stats.evictions += 1
+        s[k] = WalkCacheEntry(level, vpn << shift, table_pa, tattrs, asid)
+        self.stats.inserts += 1
+
+    def invalidate(self, scope: Scope, va: int = 0, asid: int = 0) -> int:
+        self.stats.flush_ops += 1
+        n = 0
+        for s in self.sets:
+            if not s:
+                continue
+            if scope is Scope.ALL:
+                victims = list(s)
+            elif scope is Scope.ASID:
+                victims = [k for k, e in s.items() if e.asid == asid]
+            else:
+                victims = [k for k, e in s.items()
+                           if e.va_base <= va < e.va_base + (1 << self._region_shift(e.level))
+                           and (scope is Scope.VAA or e.asid == asid)]
+            for k in victims:
+                del s[k]
+            n += len(victims)
+        self.stats.flushed_entries += n
+        return n
+
+    def __iter__(self):
+        for s in self.sets:
+            yield from s.values()
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.sets)
+
+
+class TLBHierarchy:
+    """The TLBs of one CPU. Unicorn's own TLB is kept a subset of this: `lost` is set
+    whenever an entry leaves every structure, so the CPU flushes Unicorn's copy."""
+
+    def __init__(self, l1i: SetAssocTLB, l1d: SetAssocTLB, l2: SetAssocTLB, walk_cache: WalkCache):
+        self.itlb, self.dtlb, self.l2, self.walk_cache = l1i, l1d, l2, walk_cache
+        self.lost = False
+        for t in (l1i, l1d, l2):
+            t.on_remove = self._on_remove
+
+    def _on_remove(self, e: Translation) -> None:
+        if e.refs == 0:
+            self.lost = True
+
+    def lookup(self, va: int, asid: int, fetch: bool) -> tuple[Translation | None, int]:
+        """(entry, where): where = 1 for an L1 hit, 2 for an L2 hit (L1 refilled), 0 for a miss."""
+        l1 = self.itlb if fetch else self.dtlb
+        e = l1.lookup(va, asid)
+        if e is not None:
+            return e, 1
+        e = self.l2.lookup(va, asid)
+        if e is not None:
+            l1.insert(e)
+            return e, 2
+        return None, 0
+
+    def probe(self, va: int, asid: int) -> Translation | None:
+        return self.itlb.probe(va, asid) or self.dtlb.probe(va, asid) or self.l2.probe(va, asid)
+
+    def fill(self, e: Translation, fetch: bool | None) -> None:
+        """Insert a walk result into L2 and (for a demand access) the L1 of its side."""
+        self.l2.insert(e)
+        if fetch is not None:
+            (self.itlb if fetch else self.dtlb).insert(e)
+
+    def invalidate(self, op: TLBIOp, va: int = 0, asid: int = 0) -> int:
+        scope = op.scope
+        n = self.itlb.invalidate(scope, va, asid) + self.dtlb.invalidate(scope, va, asid) \
+            + self.l2.invalidate(scope, va, asid)
+        if not op.last_level:
+            n += self.walk_cache.invalidate(scope, va, asid)
+        return n
+
+    def entries(self):
+        """Every distinct leaf entry held (an entry may sit in L1 and L2 at once)."""
+        seen = {}
+        for t in (self.itlb, self.dtlb, self.l2):
+            for e in t:
+                seen[id(e)] = e
+        return list(seen.values())

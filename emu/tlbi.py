@@ -1,0 +1,84 @@
+"""TLB maintenance operations at EL1 (armv8-mmu.md §3): encodings, operands, scope.
+
+A TLBI is `SYS #op1, C8, Cm, #op2, Xt`; CRm selects local (0111) or Inner
+Shareable broadcast (0011); op2 selects the scope.
+"""
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Scope(Enum):
+    ALL = "all"          # VMALLE1: every entry, every ASID, globals too
+    ASID = "asid"        # ASIDE1: non-global entries of one ASID
+    VA = "va"            # VAE1 / VALE1: one VA, that ASID or global
+    VAA = "vaa"          # VAAE1 / VAALE1: one VA, any ASID
+
+
+class TLBIOp(Enum):
+    # name = (CRm, op2)
+    VMALLE1IS = (0b0011, 0)
+    VAE1IS = (0b0011, 1)
+    ASIDE1IS = (0b0011, 2)
+    VAAE1IS = (0b0011, 3)
+    VALE1IS = (0b0011, 5)
+    VAALE1IS = (0b0011, 7)
+    VMALLE1 = (0b0111, 0)
+    VAE1 = (0b0111, 1)
+    ASIDE1 = (0b0111, 2)
+    VAAE1 = (0b0111, 3)
+    VALE1 = (0b0111, 5)
+    VAALE1 = (0b0111, 7)
+
+    @property
+    def broadcast(self) -> bool:
+        return self.value[0] == 0b0011
+
+    @property
+    def scope(self) -> Scope:
+        return _SCOPE[self.value[1]]
+
+    @property
+    def last_level(self) -> bool:
+        """Last-level forms only remove leaf entries: walk-cache entries survive."""
+        return self.value[1] in (5, 7)
+
+    @property
+    def takes_operand(self) -> bool:
+        return self.value[1] != 0
+
+    @property
+    def encoding(self) -> int:
+        """Instruction word with Rt = x0 (Rt = 31 for VMALLE1/VMALLE1IS)."""
+        crm, op2 = self.value
+        rt = 0 if self.takes_operand else 31
+        return 0xD5080000 | 0b1000 << 12 | crm << 8 | op2 << 5 | rt
+
+    @classmethod
+    def from_sys(cls, op1: int, crn: int, crm: int, op2: int) -> "TLBIOp | None":
+        if op1 != 0 or crn != 8:
+            return None
+        return _BY_CRM_OP2.get((crm, op2))
+
+
+_SCOPE = {0: Scope.ALL, 1: Scope.VA, 2: Scope.ASID, 3: Scope.VAA, 5: Scope.VA, 7: Scope.VAA}
+_BY_CRM_OP2 = {op.value: op for op in TLBIOp}
+
+VA_FIELD_MASK = (1 << 44) - 1
+
+
+def tlbi_va(xt: int) -> int:
+    """VA from a by-VA operand: Xt[43:0] = VA[55:12], sign-extended from VA[55]."""
+    va = (xt & VA_FIELD_MASK) << 12
+    if va >> 55 & 1:
+        va |= 0xFF00_0000_0000_0000
+    return va
+
+
+def tlbi_asid(xt: int, as16: bool = True) -> int:
+    return (xt >> 48) & (0xFFFF if as16 else 0xFF)
+
+
+def tlbi_operand(va: int = 0, asid: int = 0) -> int:
+    """Build Xt as OpenBSD's cpufunc helpers do: VA >> 12 in bits[43:0], ASID in [63:48]."""
+    return (asid & 0xFFFF) << 48 | (va >> 12) & VA_FIELD_MASK

@@ -1,0 +1,52 @@
+"""Event trace: one record per hardware event, read like ftrace or gem5 --debug-flags=TLB.
+
+Records are tuples (cycle, cpu, kind, fields) appended only when tracing is on, so the
+hot paths pay one `if trace is not None` when it is off.
+"""
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Ev(Enum):
+    FILL = "fill"            # TLB fill after a walk
+    SPEC_FILL = "spec-fill"  # speculative walk and fill
+    WALK_FAULT = "walk-fault"
+    PERM_FAULT = "perm-fault"
+    TLBI = "tlbi"
+    TLBI_DONE = "tlbi-done"  # completion by DSB
+    DSB = "dsb"
+    ISB = "isb"
+    MSR = "msr"
+    SVC = "svc"
+    UNDEF = "undef"
+    KERNEL = "kernel"        # a named kernel operation (pmap_remove, ...)
+
+
+def _fmt_value(k: str, v) -> str:
+    if isinstance(v, int) and not isinstance(v, bool) and k in ("va", "pa", "xt", "value", "table", "desc"):
+        return f"{k}={v:#x}"
+    return f"{k}={v}"
+
+
+class Trace:
+    def __init__(self, limit: int | None = None):
+        self.records: list[tuple] = []
+        self.limit = limit
+        self.dropped = 0
+
+    def add(self, cycle: int, cpu: int, kind: Ev, **fields) -> None:
+        if self.limit is not None and len(self.records) >= self.limit:
+            self.dropped += 1
+            return
+        self.records.append((cycle, cpu, kind, fields))
+
+    def of_kind(self, kind: Ev) -> list[tuple]:
+        return [r for r in self.records if r[2] is kind]
+
+    def format_text(self) -> str:
+        lines = []
+        for cycle, cpu, kind, f in self.records:
+            body = " ".join(_fmt_value(k, v) for k, v in f.items())
+            lines.append(f"{cycle:>12} cpu{cpu} {kind.value:<10} {body}")
+        return "\n".join(lines)

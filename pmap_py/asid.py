@@ -1,0 +1,116 @@
+"""ASID allocator of OpenBSD's arm64 pmap (pmap.c 1.113): pairs, generations, rollover.
+
+* ``pm_asid`` = ASID (low 16 bits, always even) | generation (multiples of 65536).
+  The even ASID tags entries filled while in the kernel, ``ASID | ASID_USER`` those
+  filled in userland (TTBR1 points at the trampoline table then).
+* The bitmap ``pmap_asid`` holds PMAP_MAX_NASID bits as uint32 words; a pmap owns
+  the two adjacent bits of its pair (mask ``3 << bit``). Pair 0/1 is the kernel's.
+* ``pmap_nasid`` is 256 (8-bit ASIDs) or 65536 (16-bit), from the core preset.
+
+Locking (``pmap_asid_mtx``) is charged as one lock acquisition per call that takes
+it; the cost model has no contention between CPUs here.
+"""
+from __future__ import annotations
+
+import random
+
+from .cpufunc import cpu_tlb_flush
+
+PMAP_MAX_NASID = 1 << 16
+PMAP_ASID_MASK = PMAP_MAX_NASID - 1
+ASID_USER = 1
+WORD_BITS = 32
+FULL_WORD = 0xFFFF_FFFF
+
+
+class AsidError(RuntimeError):
+    """An ASID invariant OpenBSD asserts with KASSERT was violated."""
+
+
+class AsidAllocator:
+    def __init__(self, nasid: int, rng: random.Random):
+        if nasid not in (256, PMAP_MAX_NASID):
+            raise ValueError(f"pmap_nasid must be 256 or 65536, not {nasid}")
+        self.pmap_nasid = nasid
+        self.pmap_asid = [0] * (PMAP_MAX_NASID // WORD_BITS)   # uint32 words
+        self.pmap_asid_gen = PMAP_MAX_NASID
+        self.rng = rng
+        self.rollovers = 0
+        self.pmap_asid[0] |= 3                                   # pair 0/1: the kernel
+
+    # ------------------------------------------------------------------ bitmap
+    def bits(self, asid: int) -> int:
+        """The two bits of the pair starting at (even) `asid`: 0 = free, 3 = used."""
+        return (self.pmap_asid[asid // WORD_BITS] >> (asid & (WORD_BITS - 1))) & 3
+
+    def _set(self, asid: int) -> None:
+        self.pmap_asid[asid // WORD_BITS] |= 3 << (asid & (WORD_BITS - 1))
+
+    def _clear(self, asid: int) -> None:
+        self.pmap_asid[asid // WORD_BITS] &= ~(3 << (asid & (WORD_BITS - 1))) & FULL_WORD
+
+    def arc4random(self) -> int:
+        return self.rng.getrandbits(32)
+
+    def used_pairs(self) -> list[int]:
+        """Even ASIDs whose pair is marked used (for tests and debugging)."""
+        return [a for a in range(0, self.pmap_nasid, 2) if self.bits(a)]
+
+    # ------------------------------------------------------------------ OpenBSD functions
+    def pmap_find_asid(self, pm) -> int:
+        """Previous ASID if free; else up to 5 random even candidates; else a linear
+        scan word by word (full words skipped), pairs only; else -1."""
+        asid = pm.pm_asid & PMAP_ASID_MASK
+        if asid < self.pmap_nasid and self.bits(asid) == 0:
+            return asid
+        for _ in range(5):
+            asid = self.arc4random() & (self.pmap_nasid - 2)
+            if self.bits(asid) == 0:
+                return asid
+        for base in range(0, self.pmap_nasid, WORD_BITS):
+            word = self.pmap_asid[base // WORD_BITS]
+            if word == FULL_WORD:
+                continue
+            for bit in range(0, WORD_BITS, 2):
+                if word & (3 << bit) == 0:
+                    return base + bit
+        return -1
+
+    def pmap_rollover_asid(self, cpu, pm, curpms) -> int:
+        """New generation: clear the bitmap, re-reserve pair 0, carry every CPU's
+        ci_curpm over (re-tagged with the new generation, marked used), then
+        cpu_tlb_flush() (TLBI VMALLE1IS on every CPU). `curpms` lists ci_curpm per CPU."""
+        self.pmap_asid_gen += PMAP_MAX_NASID
+        gen = self.pmap_asid_gen
+        self.rollovers += 1
+        for i in range(len(self.pmap_asid)):
+            self.pmap_asid[i] = 0
+        self.pmap_asid[0] |= 3
+        for cur in curpms:
+            asid = cur.pm_asid & PMAP_ASID_MASK
+            cur.pm_asid = asid | gen
+            self._set(asid)
+        cpu.charge(0, "asid_rollovers")
+        cpu_tlb_flush(cpu)
+        if pm.pm_asid & ~PMAP_ASID_MASK == gen:
+            return pm.pm_asid & PMAP_ASID_MASK
+        return self.pmap_find_asid(pm)
+
+    def pmap_allocate_asid(self, cpu, pm, curpms) -> None:
+        cpu.charge(cpu.cost.lock_acquire, "lock_acquire")       # pmap_asid_mtx
+        asid = self.pmap_find_asid(pm)
+        if asid == -1:
+            asid = self.pmap_rollover_asid(cpu, pm, curpms)
+        if not 0 < asid < self.pmap_nasid:
+            raise AsidError(f"KASSERT(asid > 0 && asid < pmap_nasid) failed: asid {asid}")
+        self._set(asid)
+        pm.pm_asid = asid | self.pmap_asid_gen
+        cpu.charge(0, "asids_allocated")
+
+    def release(self, pm) -> bool:
+        """The bitmap half of pmap_free_asid: clear the pair only if pm's generation is
+        the current one (an older ASID was already recycled by a rollover)."""
+        if pm.pm_asid & ~PMAP_ASID_MASK != self.pmap_asid_gen:
+            return False
+        self._clear(pm.pm_asid & PMAP_ASID_MASK)
+        return True
