@@ -132,7 +132,8 @@ class Cpu:
         self.spec_rate = SPECULATION_RATES[machine.speculate] / 1000.0
         self._spec_credit = 0.0
         self._spec_at = 0
-        self.recent: list[int] = []          # recently filled VAs: seeds for speculation
+        self.recent: list[int] = [0] * 16    # ring of recently filled VAs: seeds for speculation
+        self._recent_i = 0
         # system registers held by the model (the truth); mirrored into Unicorn for MRS
         self.ttbr0 = 0
         self.ttbr1 = 0
@@ -234,18 +235,18 @@ class Cpu:
             e = r
         elif count:
             self.cycles += cost.l1_tlb_hit if where == 1 else cost.l2_tlb_hit
-        if e.perms & perm_bit(access, el):
+        if e.perms & (1 << (access + (3 if el == 0 else 0))):     # perm_bit(access, el)
             return e
-        f = Fault(FaultKind.PERMISSION, e.level, va, access, el)
-        return f
+        return Fault(FaultKind.PERMISSION, e.level, va, access, el)
 
     def _walk(self, va: int, fetch: bool | None, speculative: bool = False) -> Translation | Fault:
         regime = self.regime
         sel = (va >> 55) & 1
-        if regime.epd[sel] or not regime.in_range(va):
-            return Fault(FaultKind.TRANSLATION, 0, va)
+        if regime.epd[sel]:
+            return Fault(FaultKind.TRANSLATION, 0, va)        # walks disabled: a miss faults
         asid = regime.asid
-        wc = self.tlb.walk_cache.lookup(va, asid)
+        # (a VA in the hole cannot hit the walk cache: every entry's region is in range)
+        wc = self.tlb.walk_cache.lookup(va, asid, regime.wc_levels[sel])
         if wc is not None:
             r = walk(self.mem, regime, va, (wc.level, wc.table_pa, wc.tattrs))
             self.cycles += self.cost.walk_cache_hit if not speculative else 0
@@ -272,38 +273,61 @@ class Cpu:
             self.tlb.walk_cache.insert(va, level, table_pa, tattrs, asid)
         r.fill_cycle = self.cycles
         r.speculative = speculative
-        self.tlb.fill(r, fetch)
+        tlb = self.tlb
+        tlb.l2.insert(r)
+        if fetch is not None:
+            (tlb.itlb if fetch else tlb.dtlb).insert(r)
         if trace is not None:
             trace.add(self.cycles, self.index, Ev.SPEC_FILL if speculative else Ev.FILL, va=r.va_base,
                       pa=r.pa_base, size=r.size, asid=r.asid if r.ng else "global", level=r.level)
         if not speculative:
-            rec = self.recent
-            rec.append(va)
-            if len(rec) > 16:
-                del rec[0]
+            self.recent[self._recent_i & 15] = va
+            self._recent_i += 1
         if self.tlb.lost:
             self._uc_flush()
         return r
 
     def _fill_hook(self, uc, va, access, entry, ud) -> bool:
+        # The hot path: lookup() inlined, plain ints for the access kind (READ 0, WRITE 1, FETCH 2).
         if va == SENTINEL_PAGE:
             entry.paddr = 0
             entry.perms = UC_PROT_EXEC
             return True
-        acc = _ACCESS[access]
+        acc = access - 16
         el = self.el
-        if self.instrument and acc is Access.FETCH:
+        tlb = self.tlb
+        asid = self.regime.asid
+        l1 = tlb.itlb if acc == 2 else tlb.dtlb
+        if acc == 2 and self.instrument:
             # this lookup stands for the next instruction's fetch: its code hook skips its own
             self._fetch_looked_up = va
-        r = self.lookup(va, acc, el)
-        if r.__class__ is Fault:
-            self._fault = r
+        e = l1.lookup(va, asid)
+        if e is not None:
+            self.cycles += self.cost.l1_tlb_hit
+        else:
+            e = tlb.l2.lookup(va, asid)
+            if e is not None:
+                l1.insert(e)
+                self.cycles += self.cost.l2_tlb_hit
+                if tlb.lost:
+                    self._uc_flush()
+            else:
+                e = self._walk(va, acc == 2)
+                if e.__class__ is Fault:
+                    e.access, e.el = Access(acc), el
+                    self._fault = e
+                    self.faults += 1
+                    return False
+        shift = 3 if el == 0 else 0
+        if not e.perms >> (acc + shift) & 1:
+            self._fault = Fault(FaultKind.PERMISSION, e.level, va, Access(acc), el)
             self.faults += 1
             return False
-        entry.paddr = r.pa_base | (va & (r.size - 1))
-        entry.perms = (r.perms >> (3 if el == 0 else 0)) & 7
-        if acc is Access.FETCH:
-            self.machine.code_fetched(entry.paddr)
+        paddr = e.pa_base | (va & (e.size - 1))
+        entry.paddr = paddr
+        entry.perms = (e.perms >> shift) & 7
+        if acc == 2:
+            self.machine.code_fetched(paddr)
         return True
 
     def _code_hook(self, uc, address, size, ud) -> None:
@@ -458,8 +482,9 @@ class Cpu:
         filled = 0
         rng = self.rng
         for _ in range(nwalks):
-            if self.recent and rng.random() < 0.5:
-                va = (rng.choice(self.recent) & ~0xFFF) + rng.randint(-4, 4) * 0x1000
+            if self._recent_i and rng.random() < 0.5:
+                seed = self.recent[rng.randrange(min(self._recent_i, 16))]
+                va = (seed & ~0xFFF) + rng.randint(-4, 4) * 0x1000
             else:
                 va = self._random_reachable_va()
                 if va is None:

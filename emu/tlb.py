@@ -42,33 +42,36 @@ class SetAssocTLB:
         self.entries = entries
         self.ways = ways
         self.nsets = entries // ways
-        self.set_mask = self.nsets - 1 if self.nsets & (self.nsets - 1) == 0 else None
+        if self.nsets & (self.nsets - 1):
+            raise ValueError(f"{name}: {self.nsets} sets is not a power of two")
+        self.set_mask = self.nsets - 1
         self.replacement = replacement
+        # "plru" is modelled as true LRU: no core publishes its tree layout
+        self.lru = replacement != "random"
         self.max_block_shift = max_block_shift
         self.rng = rng or random.Random(0)
         self.sets: list[dict[int, Translation]] = [{} for _ in range(self.nsets)]
-        self.shift_count = {12: 0, 21: 0, 30: 0}      # entries per page size, to skip absent sizes
+        self.shift_count = [0] * 31                    # entries per size shift, to skip absent sizes
         self.shifts: tuple = ()                        # sizes present, smallest first
         self.stats = TLBStats()
         self.on_remove = None                          # fn(entry) when an entry leaves this TLB
 
     def _set_of(self, vpn: int) -> dict:
-        if self.set_mask is not None:
-            return self.sets[vpn & self.set_mask]
-        return self.sets[vpn % self.nsets]
+        return self.sets[vpn & self.set_mask]
 
     def lookup(self, va: int, asid: int) -> Translation | None:
         """Entry translating va for this ASID (or global); updates LRU and hit/miss stats."""
+        sets, mask = self.sets, self.set_mask
         for shift in self.shifts:
             vpn = va >> shift
-            s = self._set_of(vpn)
+            s = sets[vpn & mask]
             k = ((vpn << 6 | shift) << _TAG_BITS) | asid
             e = s.get(k)
             if e is None:
                 k = ((vpn << 6 | shift) << _TAG_BITS) | GLOBAL_TAG
                 e = s.get(k)
             if e is not None:
-                if self.replacement != "random":
+                if self.lru:
                     del s[k]
                     s[k] = e
                 self.stats.hits += 1
@@ -89,43 +92,43 @@ class SetAssocTLB:
     def insert(self, e: Translation) -> None:
         shift = e.size.bit_length() - 1
         if shift > self.max_block_shift:
-            # This TLB cannot hold the block size natively: keep the piece that covers e.va.
-            size = 1 << self.max_block_shift
-            off = e.va & (e.size - 1) & ~(size - 1)
-            e = replace(e, va_base=e.va_base + off, pa_base=e.pa_base + off, size=size)
-            shift = self.max_block_shift
-            if shift not in self.shift_count:
-                self.shift_count[shift] = 0
+            e, shift = self._split(e)
         vpn = e.va_base >> shift
-        tag = GLOBAL_TAG if e.asid is None else e.asid
-        k = ((vpn << 6 | shift) << _TAG_BITS) | tag
-        s = self._set_of(vpn)
+        k = ((vpn << 6 | shift) << _TAG_BITS) | (GLOBAL_TAG if e.asid is None else e.asid)
+        s = self.sets[vpn & self.set_mask]
         old = s.pop(k, None)
         if old is not None:
-            self._dropped(old, shift)
+            self._dropped(old)
         elif len(s) >= self.ways:
-            if self.replacement == "random":
-                victim = list(s)[self.rng.randrange(len(s))]
-            else:
-                victim = next(iter(s))
-            ev = s.pop(victim)
+            victim = next(iter(s)) if self.lru else list(s)[self.rng.randrange(len(s))]
             self.stats.evictions += 1
-            self._dropped(ev, ev.size.bit_length() - 1 if ev.size.bit_length() - 1 <= self.max_block_shift else self.max_block_shift)
+            self._dropped(s.pop(victim))
         s[k] = e
         e.refs += 1
         self.stats.inserts += 1
-        if self.shift_count[shift] == 0:
-            self.shift_count[shift] = 1
-            self.shifts = tuple(sorted(x for x, n in self.shift_count.items() if n))
-        else:
-            self.shift_count[shift] += 1
+        n = self.shift_count[shift]
+        self.shift_count[shift] = n + 1
+        if n == 0:
+            self._update_shifts()
 
-    def _dropped(self, e: Translation, shift: int) -> None:
-        self.shift_count[shift] -= 1
-        if self.shift_count[shift] == 0:
-            self.shifts = tuple(sorted(x for x, n in self.shift_count.items() if n))
+    def _split(self, e: Translation) -> tuple[Translation, int]:
+        """This TLB cannot hold the block size natively: keep the slice that covers e.va."""
+        shift = self.max_block_shift
+        size = 1 << shift
+        off = e.va & (e.size - 1) & ~(size - 1)
+        return replace(e, va_base=e.va_base + off, pa_base=e.pa_base + off, size=size, refs=0), shift
+
+    def _update_shifts(self) -> None:
+        self.shifts = tuple(x for x, n in enumerate(self.shift_count) if n)
+
+    def _dropped(self, e: Translation) -> None:
+        shift = e.size.bit_length() - 1
+        n = self.shift_count[shift] - 1
+        self.shift_count[shift] = n
+        if n == 0:
+            self._update_shifts()
         e.refs -= 1
-        if self.on_remove is not None:
+        if e.refs == 0 and self.on_remove is not None:
             self.on_remove(e)
 
     def invalidate(self, scope: Scope, va: int = 0, asid: int = 0) -> int:
@@ -138,7 +141,7 @@ class SetAssocTLB:
                 s = self._set_of(vpn)
                 for k in [k for k, e in s.items() if e.va_base >> shift == vpn
                           and (scope is Scope.VAA or e.asid is None or e.asid == asid)]:
-                    self._dropped(s.pop(k), shift)
+                    self._dropped(s.pop(k))
                     n += 1
         else:
             for s in self.sets:
@@ -149,8 +152,7 @@ class SetAssocTLB:
                 else:
                     victims = [k for k, e in s.items() if e.asid == asid]
                 for k in victims:
-                    e = s.pop(k)
-                    self._dropped(e, min(e.size.bit_length() - 1, self.max_block_shift))
+                    self._dropped(s.pop(k))
                     n += 1
         self.stats.flushed_entries += n
         return n
@@ -191,16 +193,17 @@ class WalkCache:
         # a level-L table covers the VA region translated by the levels above it
         return 12 + 9 * (4 - level)
 
-    def lookup(self, va: int, asid: int) -> WalkCacheEntry | None:
-        """Deepest cached table for va (L3 table first)."""
-        for level in (3, 2, 1):
-            shift = self._region_shift(level)
-            vpn = va >> shift
-            s = self.sets[vpn % self.nsets]
-            e = s.get(((vpn << 6 | level) << _TAG_BITS) | asid)
+    def lookup(self, va: int, asid: int, levels: tuple = (3, 2, 1)) -> WalkCacheEntry | None:
+        """Deepest cached table for va (L3 table first) among `levels`."""
+        sets, mask = self.sets, self.nsets - 1
+        for level in levels:
+            vpn = va >> (12 + 9 * (4 - level))
+            s = sets[vpn & mask]
+            k = ((vpn << 6 | level) << _TAG_BITS) | asid
+            e = s.get(k)
             if e is not None:
-                del s[((vpn << 6 | level) << _TAG_BITS) | asid]
-                s[((vpn << 6 | level) << _TAG_BITS) | asid] = e
+                del s[k]
+                s[k] = e
                 self.stats.hits += 1
                 return e
         self.stats.misses += 1
@@ -210,7 +213,7 @@ class WalkCache:
         shift = self._region_shift(level)
         vpn = va >> shift
         k = ((vpn << 6 | level) << _TAG_BITS) | asid
-        s = self.sets[vpn % self.nsets]
+        s = self.sets[vpn & (self.nsets - 1)]
         if k in s:
             del s[k]
         elif len(s) >= self.tlb.ways:
@@ -258,8 +261,7 @@ class TLBHierarchy:
             t.on_remove = self._on_remove
 
     def _on_remove(self, e: Translation) -> None:
-        if e.refs == 0:
-            self.lost = True
+        self.lost = True                 # no structure holds e any more
 
     def lookup(self, va: int, asid: int, fetch: bool) -> tuple[Translation | None, int]:
         """(entry, where): where = 1 for an L1 hit, 2 for an L2 hit (L1 refilled), 0 for a miss."""

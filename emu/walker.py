@@ -117,7 +117,8 @@ class Regime:
     Built once per register write so that a walk does no decoding.
     """
     __slots__ = ("ttbr0", "ttbr1", "tcr_value", "tcr", "sctlr", "pa_bits", "asid", "wxn",
-                 "ia", "start", "base", "epd", "top_bit", "hpd", "base_fault")
+                 "ia", "start", "base", "epd", "top_bit", "hpd", "base_fault", "hole_mask", "hole_val",
+                 "first_mask", "wc_levels")
 
     def __init__(self, ttbr0: int, ttbr1: int, tcr: int | TCR, sctlr: int = SCTLR_M,
                  parange_bits: int = 44, hpds: bool = False):
@@ -129,8 +130,10 @@ class Regime:
         self.wxn = bool(sctlr & SCTLR_WXN)
         self.ia, self.start, self.base, self.epd, self.top_bit, self.hpd = [], [], [], [], [], []
         self.base_fault = []
-        for ttbr, txsz, epd, tbi, hpd in ((ttbr0, t.t0sz, t.epd0, t.tbi0, t.hpd0),
-                                          (ttbr1, t.t1sz, t.epd1, t.tbi1, t.hpd1)):
+        self.hole_mask, self.hole_val, self.first_mask = [], [], []
+        self.wc_levels = []           # levels of the tables below the root: what a walk cache can hold
+        for sel, (ttbr, txsz, epd, tbi, hpd) in enumerate(((ttbr0, t.t0sz, t.epd0, t.tbi0, t.hpd0),
+                                                           (ttbr1, t.t1sz, t.epd1, t.tbi1, t.hpd1))):
             # TxSZ outside the 4 KB granule's range is treated as the nearest legal value (as QEMU does).
             txsz = min(max(txsz, 16), 39)
             ia = 64 - txsz
@@ -144,6 +147,12 @@ class Regime:
             self.top_bit.append(55 if tbi else 63)
             self.hpd.append(bool(hpd) and hpds)
             self.base_fault.append(baddr >> self.pa_bits != 0)
+            # VA bits [top:ia] must all equal VA[55]; the first level indexes ia - shift bits
+            hole = ((1 << (64 if not tbi else 56)) - 1) & ~((1 << ia) - 1)
+            self.hole_mask.append(hole)
+            self.hole_val.append(hole if sel else 0)
+            self.first_mask.append((1 << (ia - (39 - 9 * lvl))) - 1)
+            self.wc_levels.append(tuple(range(3, lvl, -1)))
 
     def select(self, va: int) -> int:
         """0 for TTBR0's range, 1 for TTBR1's (VA[55])."""
@@ -159,6 +168,20 @@ class Regime:
 
     def __repr__(self) -> str:
         return f"Regime(ttbr0={self.ttbr0:#x}, ttbr1={self.ttbr1:#x}, tcr={self.tcr_value:#x}, asid={self.asid})"
+
+
+_LEAF_PERM_BITS = (3 << 6) | ATTR_PXN | ATTR_UXN
+_WXN_KEY = 1 << 63                        # NSTable's bit: never part of tattrs here
+_perm_memo: dict[int, int] = {}
+
+
+def _leaf_perms_cached(desc: int, tattrs: int, wxn: bool) -> int:
+    """_leaf_perms memoized on the few bits it reads (the walk's hot path)."""
+    key = (desc & _LEAF_PERM_BITS) | tattrs | (_WXN_KEY if wxn else 0)
+    p = _perm_memo.get(key)
+    if p is None:
+        p = _perm_memo[key] = _leaf_perms(desc, tattrs, wxn)
+    return p
 
 
 def _leaf_perms(desc: int, tattrs: int, wxn: bool) -> int:
@@ -190,11 +213,7 @@ def walk(mem: PhysMem, regime: Regime, va: int, start: tuple | None = None) -> T
     """
     va &= MASK64
     sel = (va >> 55) & 1
-    ia = regime.ia[sel]
-    top = regime.top_bit[sel]
-    width = top + 1 - ia
-    upper = (va >> ia) & ((1 << width) - 1)
-    if upper != (((1 << width) - 1) if sel else 0):
+    if va & regime.hole_mask[sel] != regime.hole_val[sel]:
         return Fault(FaultKind.TRANSLATION, 0, va)           # the hole between the ranges
     reads = []
     tables = []
@@ -211,12 +230,11 @@ def walk(mem: PhysMem, regime: Regime, va: int, start: tuple | None = None) -> T
     pa_bits = regime.pa_bits
     q = mem.q
     nwords = len(q)
+    index_mask = regime.first_mask[sel] if start is None else 0x1FF
     while True:
         shift = 39 - 9 * level
-        if level == regime.start[sel] and start is None:
-            index = (va >> shift) & ((1 << (ia - shift)) - 1)
-        else:
-            index = (va >> shift) & 0x1FF
+        index = (va >> shift) & index_mask
+        index_mask = 0x1FF
         dpa = table + (index << 3)
         if (dpa >> 3) >= nwords:
             return Fault(FaultKind.EXTERNAL, level, va, reads=reads)
@@ -241,11 +259,10 @@ def walk(mem: PhysMem, regime: Regime, va: int, start: tuple | None = None) -> T
     va_base = va & ~(size - 1) & MASK64
     pa_base = oa & ~(size - 1)
     ng = bool(desc & ATTR_nG)
-    return Translation(
-        va=va, pa=pa_base | (va & (size - 1)), va_base=va_base, pa_base=pa_base, level=level,
-        size=size, perms=_leaf_perms(desc, tattrs, regime.wxn), ng=ng,
-        asid=regime.asid if ng else None, attrindx=(desc >> 2) & 7, sh=(desc >> 8) & 3,
-        desc=desc, desc_pa=dpa, reads=reads, tables=tables)
+    # positional: this constructor is on the TLB-miss hot path
+    return Translation(va, pa_base | (va & (size - 1)), va_base, pa_base, level, size,
+                       _leaf_perms_cached(desc, tattrs, regime.wxn), ng, regime.asid if ng else None,
+                       (desc >> 2) & 7, (desc >> 8) & 3, desc, dpa, reads, tables)
 
 
 def check_access(tr: Translation, access: Access, el: int) -> Fault | None:

@@ -57,7 +57,7 @@ def openbsd_user_pte(pa: int, prot: int) -> int:
 L1, L2, L3 = 0x10000, 0x11000, 0x12000           # user tables (TTBR0)
 KL1 = 0x20000                                   # kernel L1 (TTBR1); only carries the ASID here
 ZERO_L1 = 0x30000                               # the kernel's all-invalid "zero page" L1
-USER_BASE = 0x0000_0040_2040_0000                # L1 idx 1, L2 idx 258, L3 idx 0
+USER_BASE = 1 << 30 | 258 << 21                   # L1 idx 1, L2 idx 258, L3 idx 0
 
 
 def build_openbsd(mem):
@@ -192,7 +192,7 @@ def test_1gb_block_through_l0_and_ttbr1(mem):
 
 
 def test_block_descriptor_at_level0_is_a_translation_fault(mem):
-    mem.write64(L1, block_desc(0, 1) & ~0 | 1)                 # bits[1:0] = 01 at L0
+    mem.write64(L1, block_desc(0, 1))                         # bits[1:0] = 01 at L0
     tcr = TCR(t0sz=16, ips=5).value
     f = translate(mem, 0x1234, R, 1, L1, 0, tcr)
     assert outcome(f) == (FaultKind.TRANSLATION, 0, 0x04)
@@ -225,7 +225,6 @@ def test_addresses_beyond_the_pa_size_are_address_size_faults(mem):
     mem.write64(L2, block_desc(0x2_0000_0000, 2))
     assert outcome(translate(mem, GB, R, 1, L1, 0, tcr32)) == (FaultKind.ADDRESS_SIZE, 2, 0x02)
     # IPS is capped by PARange (44 bits on the A72)
-    mem.write64(L2 + 8, page_desc(0) | 0)                    # (unused slot)
     mem.write64(L2, block_desc(1 << 44, 2))
     tcr48 = TCR(t0sz=25, ips=5).value
     assert outcome(translate(mem, GB, R, 1, L1, 0, tcr48)) == (FaultKind.ADDRESS_SIZE, 2, 0x02)

@@ -16,10 +16,13 @@ Assertions for every query:
      and the exact list of descriptor reads).
   2. QEMU == reference in QEMU mode: PA, or FSC (fault kind + level).
   3. when no QEMU deviation changes the outcome: ours == QEMU directly (PA or FSC).
-     Otherwise the query is a *divergence*: it is attributed to the first deviation on its walk,
-     counted per kind, and (by 1.) our walker is asserted to follow the Arm ARM.
+     For AT successes also PAR.ATTR == MAIR[AttrIndx] and PAR.SH == the descriptor's SH.
+     Otherwise the query is a *divergence*: it is attributed to the first deviation met on its walk
+     that alone changes the outcome, counted per kind, and (by 1.) our walker is asserted to follow
+     the Arm ARM.
 
-QEMU 5.0 deviations from the Arm ARM (each one was observed in this test, see DIVERGENCES):
+QEMU 5.0 deviations from the Arm ARM (all observed; each is counted per query and the test fails
+if the random configurations stop exercising one of them):
   "l0-block"       A level-0 descriptor with bits[1:0] = 0b01 is taken as a 512 GB block.
                    Arm ARM (4 KB granule, no FEAT_LPA2): a block descriptor is not permitted at
                    level 0; the descriptor is invalid -> Translation fault, level 0.
@@ -37,14 +40,16 @@ QEMU 5.0 deviations from the Arm ARM (each one was observed in this test, see DI
                    into the PA. Arm ARM pseudocode: OA = desc<47:n> : VA<n-1:0> (RES0 ignored).
   "hpd"            TCR_EL1.HPD0/HPD1 disable APTable/UXNTable/PXNTable although the emulated
                    Cortex-A72 (v8.0) has no FEAT_HPDS. Arm ARM: without FEAT_HPDS bits 41/42 are
-                   RES0 and have no effect; hierarchical permissions always apply.
+                   RES0 and have no effect; hierarchical permissions always apply. (Unicorn's
+                   ID_AA64MMFR1_EL1 reads 0: HPDS = 0; checked in test_oracle_sanity.)
 
 What QEMU cannot tell us (and how we cover it): the leaf level of a successful translation (not
 in PAR; checked against the reference, and indirectly by PA agreement of VAs in one block), the
 level of a fetch permission fault when no AT of the same VA takes a permission fault (kind only),
 and the ASID (asserted directly: from TTBR1 if TCR.A1 else TTBR0, 8 bits unless TCR.AS).
 
-Knobs: ARMMU_QEMU_CONFIGS (default 4000), ARMMU_QEMU_SEED (default 20240607).
+Knobs: ARMMU_QEMU_CONFIGS (default 4000), ARMMU_QEMU_SEED (default 20240607),
+ARMMU_QEMU_VERBOSE=1 prints a shortest example of every divergence kind (run with -p no:xdist).
 """
 from __future__ import annotations
 
@@ -250,6 +255,7 @@ class ConfigGen:
         self.mem = mem
         self.nframes = mem.size >> 12
         self.dirty: set[int] = set()
+        mem.buf[:] = 0                   # config i depends on (SEED, i) only
 
     def _reset(self):
         for f in self.dirty:
@@ -511,6 +517,14 @@ def describe(cfg: Config, va: int, walk: RefWalk) -> str:
 ACCESS_NAMES = {0: "read", 1: "write", 2: "fetch"}
 
 
+def in_hole(va: int, tcr: int) -> bool:
+    sel = (va >> 55) & 1
+    ia = 64 - min(max((tcr >> (16 if sel else 0)) & 0x3F, 16), 39)
+    top = 55 if tcr >> (38 if sel else 37) & 1 else 63
+    bits = (va >> ia) & ((1 << (top + 1 - ia)) - 1)
+    return bits != (((1 << (top + 1 - ia)) - 1) if sel else 0)
+
+
 def attribute(mem: PhysMem, cfg: Config, va: int, acc: int, el: int, e_arm: tuple,
               met: list) -> str | None:
     """The QEMU deviation that explains a divergent query: the first one met on the walk that,
@@ -571,8 +585,17 @@ def check_config(mem: PhysMem, oracle: QemuOracle, cfg: Config, st: Stats) -> No
                                             f"{cause}: ours {o} vs QEMU {got}; {where}")
                 cov = st.coverage
                 cov[(o[0], o[1] if o[0] == "fault" else "ok", o[2])] += 1
+                sel = (va >> 55) & 1
+                if got[2] is None and got[0] == "fault":
+                    cov["fetch-fault-level-unseen"] += 1
+                if o == ("fault", TRANS, 0):
+                    cov["hole" if in_hole(va, tcr) else "epd" if tcr >> (23 if sel else 7) & 1
+                        else "l0-invalid"] += 1
                 if isinstance(ours, Translation):
-                    cov[("leaf", ours.level, (va >> 55) & 1)] += 1
+                    cov[("leaf", ours.level, sel)] += 1
+                    txsz = (tcr >> (16 if sel else 0)) & 0x3F
+                    cov[("start-level", 0 if txsz < 25 else 1 if txsz < 34 else 2)] += 1
+                    cov[("txsz", txsz)] += 1
                     cov[("ap-xn", ours.desc >> 6 & 3, ours.desc >> 53 & 3)] += 1
                 if isinstance(ours, Translation) and ours.ng:
                     cov[("asid-bits", as16, a1)] += 1
@@ -620,6 +643,12 @@ def test_oracle_sanity(mem, oracle):
     assert oracle.at(0x123, 2, 0, 0x1000, 0x1000, tcr) == ("ok", 0x5123)
     assert oracle.at(1 << 50, 0, 1, 0x1000, 0x1000, tcr) == ("fault", 0x04)     # the hole
     assert decode_par(0x81F, 0) == ("fault", 0x0F)
+    # the emulated CPU: Cortex-A72, PARange = 44 bits, no FEAT_HPDS, no FEAT_HAFDBS
+    rd = oracle._rd
+    assert (rd((0, 0, 3, 0, 0)) >> 4) & 0xFFF == 0xD08                 # MIDR_EL1.PartNum
+    assert rd((0, 7, 3, 0, 0)) & 0xF == 4                              # ID_AA64MMFR0_EL1.PARange
+    assert (rd((0, 7, 3, 0, 1)) >> 12) & 0xF == 0                      # ID_AA64MMFR1_EL1.HPDS
+    assert rd((0, 7, 3, 0, 1)) & 0xF == 0                              # ID_AA64MMFR1_EL1.HAFDBS
 
 
 @pytest.mark.parametrize("chunk", range(CHUNKS))
@@ -637,7 +666,8 @@ def test_walker_matches_qemu(mem, oracle, chunk, record_property, capsys):
     record_property("divergences", dict(st.divergences))
     with capsys.disabled():
         print(f"\n[walker vs QEMU chunk {chunk}] {st.configs} configs, {st.queries} queries, "
-              f"{st.agree} direct agreements, divergences {dict(st.divergences)}, {dt:.1f}s")
+              f"{st.agree} direct agreements, divergences {dict(st.divergences)}, "
+              f"{st.coverage['fetch-fault-level-unseen']} fetch faults of unseen level, {dt:.1f}s")
         if os.environ.get("ARMMU_QEMU_VERBOSE"):
             for _, ex in sorted(st.examples.values()):
                 print("   ", ex)
@@ -657,6 +687,11 @@ def test_walker_matches_qemu(mem, oracle, chunk, record_property, capsys):
     for as16 in (0, 1):
         for a1 in (0, 1):
             assert cov[("asid-bits", as16, a1)]
+    for lv in range(3):
+        assert cov[("start-level", lv)], f"no translation starting at level {lv}"
+    assert cov[("txsz", 16)] and cov[("txsz", 25)]
+    assert sum(1 for k in cov if k[0] == "txsz") >= 12, "too few TxSZ values translated"
+    assert cov["hole"] and cov["epd"] and cov["l0-invalid"]
     for cause in sorted(QUIRKS):
         assert st.divergences[cause], f"QEMU deviation {cause} never exercised"
 

@@ -1,0 +1,759 @@
+"""OpenBSD arm64 pmap (sys/arch/arm64/arm64/pmap.c 1.113) on real page tables.
+
+Reference: shared/reference/openbsd-exit-path.md §1-3 and §7. Function names are
+OpenBSD's; each takes the Cpu of the calling thread first (``curcpu()``), and every
+TTBR write, TLBI, DSB and ISB is issued on that Cpu so it is counted in
+``cpu.events`` and costed. Kernel work (descriptor writes, table-page allocation and
+freeing, lock acquisitions, spin-wait iterations) is charged with ``cpu.charge`` from
+the core preset's cost table.
+
+Model
+-----
+* A vp table (``PmapVp``) is one PAGE_TABLE frame holding the 512 hardware
+  descriptors the MMU walks, owned by its pmap with its level, plus a Python dict for
+  the software half (OpenBSD's second page: pointers to the next vp or to pteds).
+  User pmaps are 3-level (T0SZ = 25): L1 -> L2 -> L3.
+* ``PmapSystem`` holds the globals of one Machine: pmap_kernel() (ASID 0,
+  pm_active 1, privileged, pm_pt0pa = the zero page), the zero page (an all-invalid
+  L1 table frame of kind ZERO), the kernel's TTBR1 L1 table, the trampoline pmap's L1,
+  the ASID allocator (asid.py) and per-CPU ``ci_curpm``.
+* Userland ASID: OpenBSD runs EL0 with TTBR1 = trampoline table and ASID|ASID_USER
+  (trampoline.S flips TTBR1 bit 48 and the table base on every EL0 entry/return).
+  ``pmap_userret(cpu)`` / ``pmap_kernel_entry(cpu)`` model exactly that flip (TTBR1
+  write + ISB, and the Cpu's exception level), so fills made while a guest runs are
+  tagged with the odd ASID and fills made in the kernel with the even one: both can
+  hold entries, which is why every flush is issued for both.
+* Revisions: ``"1.113"`` (default, current), ``"1.111"`` (Feb 2025: pm_active skip;
+  the pmap_deactivate that brings pm_active to 0 flushes both ASIDs) and ``"1.58"``
+  (``legacy=True``, 2018: no pm_active skip in ttlb_flush, pmap_pte_remove flushes
+  too so a removed page costs 4 VAE1IS, pmap_deactivate touches no hardware). The
+  generation ASID allocator is used in every revision.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Callable
+
+from emu.descriptors import (AP_SHIFT, ATTR_AF, ATTR_nG, ATTR_PXN, ATTR_UXN, ATTRINDX_SHIFT,
+                             SH_INNER, SH_SHIFT, table_desc)
+from emu.frames import FrameKind, OutOfFrames
+from emu.physmem import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE
+from emu.sysregs import SysReg, make_ttbr, openbsd_tcr
+from emu.trace import Ev
+
+from .asid import ASID_USER, PMAP_ASID_MASK, AsidAllocator, AsidError
+from .cpufunc import (MASK64, cpu_setttb, cpu_tlb_flush, cpu_tlb_flush_all_asid,
+                      cpu_tlb_flush_asid, cpu_tlb_flush_asid_all)
+
+# uvm_extern.h / pmap.h
+PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = 0, 1, 2, 4
+PROT_MASK = PROT_READ | PROT_WRITE | PROT_EXEC
+PMAP_WIRED = 0x10
+PMAP_CANFAIL = 0x20
+ENOMEM = 12
+
+USER_SPACE_BITS = 39
+VM_MIN_ADDRESS = 0
+VM_MAXUSER_ADDRESS = (1 << USER_SPACE_BITS) - 0x8000
+VM_MIN_KERNEL_ADDRESS = MASK64 & ~((1 << USER_SPACE_BITS) - 1)   # 0xffffff8000000000
+
+REVISIONS = ("1.58", "1.111", "1.113")
+
+L3_P = 0b11                                    # page descriptor
+PTE_ATTR_WB = 0                                # MAIR index 0: normal write-back
+_ATTR_WB = ATTR_nG | PTE_ATTR_WB << ATTRINDX_SHIFT | SH_INNER << SH_SHIFT
+
+
+def ATTR_AP(x: int) -> int:
+    return x << AP_SHIFT
+
+
+# ap_bits_user[] / ap_bits_kern[] of pmap.c, indexed by the currently enabled PROT bits
+ap_bits_user = {
+    PROT_NONE: 0,
+    PROT_READ: ATTR_PXN | ATTR_UXN | ATTR_AF | ATTR_AP(3),
+    PROT_WRITE: ATTR_PXN | ATTR_UXN | ATTR_AF | ATTR_AP(1),
+    PROT_WRITE | PROT_READ: ATTR_PXN | ATTR_UXN | ATTR_AF | ATTR_AP(1),
+    PROT_EXEC: ATTR_PXN | ATTR_AF | ATTR_AP(2),
+    PROT_EXEC | PROT_READ: ATTR_PXN | ATTR_AF | ATTR_AP(3),
+    PROT_EXEC | PROT_WRITE: ATTR_PXN | ATTR_AF | ATTR_AP(1),
+    PROT_EXEC | PROT_WRITE | PROT_READ: ATTR_PXN | ATTR_AF | ATTR_AP(1),
+}
+ap_bits_kern = {
+    PROT_NONE: 0,
+    PROT_READ: ATTR_PXN | ATTR_UXN | ATTR_AF | ATTR_AP(2),
+    PROT_WRITE: ATTR_PXN | ATTR_UXN | ATTR_AF | ATTR_AP(0),
+    PROT_WRITE | PROT_READ: ATTR_PXN | ATTR_UXN | ATTR_AF | ATTR_AP(0),
+    PROT_EXEC: ATTR_UXN | ATTR_AF | ATTR_AP(2),
+    PROT_EXEC | PROT_READ: ATTR_UXN | ATTR_AF | ATTR_AP(2),
+    PROT_EXEC | PROT_WRITE: ATTR_UXN | ATTR_AF | ATTR_AP(0),
+    PROT_EXEC | PROT_WRITE | PROT_READ: ATTR_UXN | ATTR_AF | ATTR_AP(0),
+}
+
+
+class PmapError(ValueError):
+    """Bad input to a pmap operation, or an operation OpenBSD would KASSERT/panic on.
+    Raised before anything is modified."""
+
+
+def VP_IDX1(va: int) -> int:
+    return (va >> 30) & 0x1FF
+
+
+def VP_IDX2(va: int) -> int:
+    return (va >> 21) & 0x1FF
+
+
+def VP_IDX3(va: int) -> int:
+    return (va >> 12) & 0x1FF
+
+
+@dataclass(eq=False, slots=True)
+class PmapVp:
+    """struct pmapvp1/2/3: the hardware table frame + the software slots."""
+    level: int
+    pa: int                                     # PAGE_TABLE frame with the 512 descriptors
+    vp: dict = field(default_factory=dict)      # index -> PmapVp (L1, L2) or PteDesc (L3)
+
+
+@dataclass(eq=False, slots=True)
+class PteDesc:
+    """struct pte_desc."""
+    pted_pmap: "Pmap"
+    pted_va: int = 0        # page VA | PROT bits the mapping may have
+    pted_pte: int = 0       # PA | PROT bits currently enabled in hardware; 0 = not valid
+    wired: bool = False     # PTED_VA_WIRED_M
+
+    @property
+    def va(self) -> int:
+        return self.pted_va & ~PAGE_MASK
+
+    @property
+    def pa(self) -> int:
+        return self.pted_pte & ~PAGE_MASK
+
+    @property
+    def valid(self) -> bool:            # PTED_VALID
+        return self.pted_pte != 0
+
+
+@dataclass(slots=True)
+class PmapStats:
+    resident_count: int = 0
+    wired_count: int = 0
+
+
+@dataclass(eq=False)
+class Pmap:
+    """struct pmap. Identity-hashed: the object itself owns its table frames."""
+    pm_name: str
+    pm_vp: PmapVp | None = None     # pm_vp.l1
+    pm_pt0pa: int = 0
+    pm_asid: int = 0                # ASID (low 16 bits, even) | generation
+    pm_active: int = 0
+    pm_refs: int = 0
+    pm_stats: PmapStats = field(default_factory=PmapStats)
+    pm_privileged: bool = False
+    pm_destroyed: bool = False
+
+    @property
+    def asid(self) -> int:
+        return self.pm_asid & PMAP_ASID_MASK
+
+    @property
+    def generation(self) -> int:
+        return self.pm_asid & ~PMAP_ASID_MASK
+
+    def __str__(self) -> str:
+        return self.pm_name
+
+    def __repr__(self) -> str:
+        return (f"Pmap({self.pm_name}, asid={self.asid}, gen={self.generation >> 16}, "
+                f"active={self.pm_active}, refs={self.pm_refs})")
+
+
+class PmapSystem:
+    """The pmap globals of one Machine. Build it with pmap_bootstrap()."""
+
+    def __init__(self, machine, revision: str = "1.113", rng: random.Random | None = None):
+        if revision not in REVISIONS:
+            raise PmapError(f"unknown pmap revision {revision!r} (one of {', '.join(REVISIONS)})")
+        self.machine = machine
+        self.mem = machine.mem
+        self.frames = machine.frames
+        self.revision = revision
+        self.legacy = revision == "1.58"
+        nasid = 1 << 16 if machine.core.asid_bits == 16 else 256
+        self.asids = AsidAllocator(nasid, rng or random.Random(f"{machine.seed}/pmap"))
+        self._next_id = 1
+        self.live: set[Pmap] = set()
+
+        kpm = Pmap("pmap_kernel", pm_active=1, pm_refs=1, pm_privileged=True)
+        self._kernel = kpm
+        # pmap_bootstrap: the page filled with zeroes is the kernel's pm_pt0pa
+        self.zero_page = self.frames.alloc(FrameKind.ZERO, owner=kpm, level=1)
+        kpm.pm_pt0pa = self.zero_page
+        # the kernel's own L1 (TTBR1 base) and the trampoline pmap's L1 (TTBR1 in userland)
+        kpm.pm_vp = PmapVp(1, self.frames.alloc(FrameKind.PAGE_TABLE, owner=kpm, level=1))
+        self.kernel_l1 = kpm.pm_vp.pa
+        tramp = Pmap("pmap_tramp", pm_refs=1, pm_privileged=True)
+        tramp.pm_vp = PmapVp(1, self.frames.alloc(FrameKind.PAGE_TABLE, owner=tramp, level=1))
+        tramp.pm_pt0pa = self.zero_page
+        self.pmap_tramp = tramp
+        self.tramp_l1 = tramp.pm_vp.pa
+        self.ci_curpm: list[Pmap] = [kpm for _ in machine.cpus]
+
+    # ------------------------------------------------------------------ globals
+    def pmap_kernel(self) -> Pmap:
+        return self._kernel
+
+    @property
+    def pmap_asid(self) -> list[int]:
+        return self.asids.pmap_asid
+
+    @property
+    def pmap_nasid(self) -> int:
+        return self.asids.pmap_nasid
+
+    @property
+    def pmap_asid_gen(self) -> int:
+        return self.asids.pmap_asid_gen
+
+    def curpm(self, cpu) -> Pmap:
+        return self.ci_curpm[cpu.index]
+
+    # ------------------------------------------------------------------ helpers
+    def _trace(self, cpu, op: str, pm: Pmap | None = None, **f) -> None:
+        trace = self.machine.trace
+        if trace is not None:
+            if pm is not None:
+                f["pmap"] = pm.pm_name
+                f["asid"] = pm.asid
+            trace.add(cpu.cycles, cpu.index, Ev.KERNEL, op=op, **f)
+
+    def _alive(self, pm: Pmap, op: str) -> None:
+        if not isinstance(pm, Pmap):
+            raise PmapError(f"{op}: {pm!r} is not a pmap")
+        if pm.pm_destroyed:
+            raise PmapError(f"{op}: {pm.pm_name} was already destroyed")
+
+    def _lock(self, cpu, pm: Pmap) -> None:
+        """pmap_lock(): pm_mtx, taken for user pmaps only."""
+        if pm is not self._kernel:
+            cpu.charge(cpu.cost.lock_acquire, "lock_acquire")
+
+    def _check_va(self, pm: Pmap, va: int, op: str, end: bool = False) -> None:
+        if va & PAGE_MASK:
+            raise PmapError(f"{op}: VA {va:#x} is not page aligned")
+        if pm is self._kernel:
+            if not VM_MIN_KERNEL_ADDRESS <= va <= (1 << 64) - (0 if end else PAGE_SIZE):
+                raise PmapError(f"{op}: VA {va:#x} is not a kernel address "
+                                f"(>= {VM_MIN_KERNEL_ADDRESS:#x})")
+        elif not VM_MIN_ADDRESS <= va <= VM_MAXUSER_ADDRESS - (0 if end else PAGE_SIZE):
+            raise PmapError(f"{op}: VA {va:#x} is outside user space "
+                            f"[{VM_MIN_ADDRESS:#x}, VM_MAXUSER_ADDRESS={VM_MAXUSER_ADDRESS:#x})")
+
+    def _write_desc(self, cpu, pa: int, value: int) -> None:
+        self.mem.write64(pa, value)
+        cpu.charge(cpu.cost.descriptor_write)
+
+    def _vp_alloc(self, cpu, pm: Pmap, level: int) -> PmapVp:
+        """pool_get(&pmap_vp_pool, PR_ZERO): a zeroed table frame owned by pm."""
+        pa = self.frames.alloc(FrameKind.PAGE_TABLE, owner=pm, level=level)
+        if cpu is not None:
+            cpu.charge(cpu.cost.frame_zero, "pt_pages_allocated")
+        return PmapVp(level, pa)
+
+    def _vp_free(self, cpu, vp: PmapVp) -> None:
+        self.frames.free(vp.pa)
+        cpu.charge(cpu.cost.frame_free, "pt_pages_freed")
+
+    # ------------------------------------------------------------------ create / reference
+    def pmap_create(self, cpu=None) -> Pmap:
+        """pool_get a pmap and pmap_pinit it: top (L1) table, pm_pt0pa, refs = 1.
+        The ASID is allocated at the first pmap_setttb (generation 0 is always stale)."""
+        pm = Pmap(f"pmap{self._next_id}")
+        self._next_id += 1
+        self.pmap_pinit(cpu, pm)
+        self.live.add(pm)
+        if cpu is not None:
+            self._trace(cpu, "pmap_create", pm, pt0pa=pm.pm_pt0pa)
+        return pm
+
+    def pmap_pinit(self, cpu, pm: Pmap) -> None:
+        pm.pm_vp = self._vp_alloc(cpu, pm, 1)
+        pm.pm_pt0pa = pm.pm_vp.pa
+        self.pmap_reference(pm)
+
+    def pmap_reference(self, pm: Pmap) -> None:
+        self._alive(pm, "pmap_reference")
+        pm.pm_refs += 1
+
+    # ------------------------------------------------------------------ vp tree
+    def pmap_vp_lookup(self, pm: Pmap, va: int) -> tuple[PteDesc | None, PmapVp | None]:
+        """(pted, vp3 holding its slot) or (None, vp3 or None)."""
+        vp2 = pm.pm_vp.vp.get(VP_IDX1(va)) if pm.pm_vp is not None else None
+        if vp2 is None:
+            return None, None
+        vp3 = vp2.vp.get(VP_IDX2(va))
+        if vp3 is None:
+            return None, None
+        return vp3.vp.get(VP_IDX3(va)), vp3
+
+    def pmap_vp_enter(self, cpu, pm: Pmap, va: int, pted: PteDesc) -> None:
+        """Put pted in its L3 slot, allocating L2/L3 tables on demand (pmap_set_l2/l3:
+        table descriptor = next table's PA | L1_TYPE_PT / L2_TYPE_PT)."""
+        vp1 = pm.pm_vp
+        idx1 = VP_IDX1(va)
+        vp2 = vp1.vp.get(idx1)
+        if vp2 is None:
+            vp2 = self._vp_alloc(cpu, pm, 2)
+            vp1.vp[idx1] = vp2
+            self._write_desc(cpu, vp1.pa + idx1 * 8, table_desc(vp2.pa))
+        idx2 = VP_IDX2(va)
+        vp3 = vp2.vp.get(idx2)
+        if vp3 is None:
+            vp3 = self._vp_alloc(cpu, pm, 3)
+            vp2.vp[idx2] = vp3
+            self._write_desc(cpu, vp2.pa + idx2 * 8, table_desc(vp3.pa))
+        vp3.vp[VP_IDX3(va)] = pted
+
+    # ------------------------------------------------------------------ PTEs
+    def pmap_fill_pte(self, pm: Pmap, va: int, pa: int, pted: PteDesc, prot: int, flags: int) -> None:
+        pted.pted_pmap = pm
+        pted.pted_va = va | (prot & PROT_MASK)
+        if flags & PMAP_WIRED:
+            pted.wired = True
+            pm.pm_stats.wired_count += 1
+        pted.pted_pte = (pa & ~PAGE_MASK) | (flags & PROT_MASK)
+
+    def pmap_pte_bits(self, pted: PteDesc) -> int:
+        """The L3 descriptor pmap_pte_update() writes: PA | nG | WB attr | SH inner |
+        access bits (AP, AF, UXN/PXN) | L3_P, or 0 when no access is enabled."""
+        pm = pted.pted_pmap
+        table = ap_bits_kern if pm.pm_privileged else ap_bits_user
+        access_bits = table[pted.pted_pte & PROT_MASK]
+        if not access_bits:
+            return 0
+        return pted.pa | _ATTR_WB | access_bits | L3_P
+
+    def pmap_pte_update(self, cpu, pted: PteDesc, vp3: PmapVp) -> None:
+        self._write_desc(cpu, vp3.pa + VP_IDX3(pted.va) * 8, self.pmap_pte_bits(pted))
+        cpu.events["pte_writes"] += 1
+
+    def pmap_pte_insert(self, cpu, pted: PteDesc) -> None:
+        _, vp3 = self.pmap_vp_lookup(pted.pted_pmap, pted.va)
+        if vp3 is None:
+            raise AssertionError(f"pmap_pte_insert: no L3 table for {pted.va:#x}")
+        self.pmap_pte_update(cpu, pted, vp3)
+
+    def pmap_pte_remove(self, cpu, pted: PteDesc, remove_pted: bool) -> None:
+        pm = pted.pted_pmap
+        va = pted.va
+        _, vp3 = self.pmap_vp_lookup(pm, va)
+        if vp3 is None:
+            raise AssertionError(f"pmap_pte_remove: no L3 table for {va:#x}")
+        if remove_pted:
+            vp3.vp.pop(VP_IDX3(va), None)
+        self._write_desc(cpu, vp3.pa + VP_IDX3(va) * 8, 0)
+        cpu.events["ptes_cleared"] += 1
+        if self.legacy:                          # 1.58: pmap_pte_remove flushed as well
+            self.ttlb_flush(cpu, pm, va)
+
+    def ttlb_flush(self, cpu, pm: Pmap, va: int) -> None:
+        """Skipped while pm_active == 0 (not in 1.58); kernel pmap: one VAALE1IS;
+        user pmap: VAE1IS for the ASID, then for ASID|ASID_USER."""
+        if pm.pm_active == 0 and not self.legacy:
+            return
+        resva = (va >> PAGE_SHIFT) & ((1 << 44) - 1)
+        if pm is self._kernel:
+            cpu_tlb_flush_all_asid(cpu, resva)
+        else:
+            resva |= (pm.pm_asid << 48) & MASK64
+            cpu_tlb_flush_asid(cpu, resva)
+            resva |= ASID_USER << 48
+            cpu_tlb_flush_asid(cpu, resva)
+
+    def pmap_remove_pted(self, cpu, pm: Pmap, pted: PteDesc) -> None:
+        pm.pm_stats.resident_count -= 1
+        if pted.wired:
+            pm.pm_stats.wired_count -= 1
+            pted.wired = False
+        va = pted.va
+        self.pmap_pte_remove(cpu, pted, pm is not self._kernel)
+        self.ttlb_flush(cpu, pm, va)
+        pted.pted_pte = 0
+        pted.pted_va = 0
+
+    # ------------------------------------------------------------------ enter / remove / protect
+    def pmap_enter(self, cpu, pm: Pmap, va: int, pa: int, prot: int, flags: int | None = None) -> int:
+        """Map va -> pa with maximum protection `prot`.
+
+        As in OpenBSD the hardware descriptor gets the access bits in ``flags`` (the
+        access type uvm_fault passes), and is written (followed by ttlb_flush) only if
+        flags has an access bit or PMAP_WIRED; the other bits are enabled later by
+        pmap_fault_fixup. ``flags=None`` means ``flags=prot``: map with full rights now.
+        A valid mapping already at va is removed first (pmap_remove_pted, with its
+        flush). Returns 0, or ENOMEM with PMAP_CANFAIL when no table frame is left."""
+        self._alive(pm, "pmap_enter")
+        self._check_va(pm, va, "pmap_enter")
+        if pa & PAGE_MASK:
+            raise PmapError(f"pmap_enter: PA {pa:#x} is not page aligned")
+        if not 0 <= pa < self.mem.size:
+            raise PmapError(f"pmap_enter: PA {pa:#x} is outside physical memory ({self.mem.size:#x} bytes)")
+        if prot & ~PROT_MASK:
+            raise PmapError(f"pmap_enter: bad prot {prot:#x}")
+        if flags is None:
+            flags = prot
+        if flags & PROT_MASK & ~prot:
+            raise PmapError(f"pmap_enter: access type {flags & PROT_MASK:#x} exceeds prot {prot:#x}")
+        self._trace(cpu, "pmap_enter", pm, va=va, pa=pa, prot=prot)
+        self._lock(cpu, pm)
+        pted, _ = self.pmap_vp_lookup(pm, va)
+        if pted is not None and pted.valid:
+            self.pmap_remove_pted(cpu, pm, pted)
+            if pm is not self._kernel:
+                pted, _ = self.pmap_vp_lookup(pm, va)
+        pm.pm_stats.resident_count += 1
+        if pted is None:
+            pted = PteDesc(pm)
+            try:
+                self.pmap_vp_enter(cpu, pm, va, pted)
+            except OutOfFrames:
+                pm.pm_stats.resident_count -= 1
+                if flags & PMAP_CANFAIL:
+                    return ENOMEM
+                raise
+        self.pmap_fill_pte(pm, va, pa, pted, prot, flags)
+        if flags & (PROT_MASK | PMAP_WIRED):
+            self.pmap_pte_insert(cpu, pted)
+            self.ttlb_flush(cpu, pm, va)
+        return 0
+
+    def _range(self, pm: Pmap, sva: int, eva: int, op: str):
+        """Valid pteds in [sva, eva), in ascending VA order. Same result as OpenBSD's
+        page-by-page pmap_vp_lookup loop; absent L2/L3 tables are skipped wholesale."""
+        self._alive(pm, op)
+        self._check_va(pm, sva, op)
+        self._check_va(pm, eva, op, end=True)
+        if eva < sva:
+            raise PmapError(f"{op}: end {eva:#x} is below start {sva:#x}")
+        out = []
+        va = sva
+        l1 = pm.pm_vp.vp
+        while va < eva:
+            vp2 = l1.get(VP_IDX1(va))
+            if vp2 is None:
+                va = (va | ((1 << 30) - 1)) + 1
+                continue
+            vp3 = vp2.vp.get(VP_IDX2(va))
+            if vp3 is None:
+                va = (va | ((1 << 21) - 1)) + 1
+                continue
+            stop = min(eva, (va | ((1 << 21) - 1)) + 1)
+            for idx in sorted(vp3.vp):
+                pva = (va & ~((1 << 21) - 1)) | idx << 12
+                if va <= pva < stop:
+                    out.append(vp3.vp[idx])
+            va = stop
+        return out
+
+    def pmap_remove(self, cpu, pm: Pmap, sva: int, eva: int) -> int:
+        """Remove every mapping in [sva, eva). Unmapped pages are skipped, so removing
+        an unmapped range is a no-op (no descriptor write, no TLBI). Page-table pages
+        are never freed here. Returns the number of mappings removed."""
+        pteds = self._range(pm, sva, eva, "pmap_remove")
+        self._trace(cpu, "pmap_remove", pm, sva=sva, eva=eva, active=pm.pm_active)
+        self._lock(cpu, pm)
+        n = 0
+        for pted in pteds:
+            if pted.wired:
+                pm.pm_stats.wired_count -= 1
+                pted.wired = False
+            if pted.valid:
+                self.pmap_remove_pted(cpu, pm, pted)
+                n += 1
+        return n
+
+    def pmap_protect(self, cpu, pm: Pmap, sva: int, eva: int, prot: int) -> None:
+        """Reduce rights in [sva, eva) (pmap_page_ro per valid page, one ttlb_flush
+        each); without READ or EXEC this is pmap_remove."""
+        if prot & ~PROT_MASK:
+            raise PmapError(f"pmap_protect: bad prot {prot:#x}")
+        if not prot & (PROT_READ | PROT_EXEC):
+            self.pmap_remove(cpu, pm, sva, eva)
+            return
+        pteds = self._range(pm, sva, eva, "pmap_protect")
+        self._trace(cpu, "pmap_protect", pm, sva=sva, eva=eva, prot=prot)
+        self._lock(cpu, pm)
+        for pted in pteds:
+            if not pted.valid:
+                continue
+            clear = PROT_WRITE | (0 if prot & PROT_READ else PROT_READ) | (0 if prot & PROT_EXEC else PROT_EXEC)
+            pted.pted_va &= ~clear
+            pted.pted_pte &= ~clear
+            _, vp3 = self.pmap_vp_lookup(pm, pted.va)
+            self.pmap_pte_update(cpu, pted, vp3)
+            self.ttlb_flush(cpu, pm, pted.va)
+
+    def pmap_extract(self, pm: Pmap, va: int) -> int | None:
+        """PA mapped at va (with va's page offset), or None."""
+        self._alive(pm, "pmap_extract")
+        pted, _ = self.pmap_vp_lookup(pm, va & ~PAGE_MASK)
+        if pted is None or not pted.valid:
+            return None
+        return pted.pa | (va & PAGE_MASK)
+
+    def pmap_fault_fixup(self, cpu, pm: Pmap, va: int, ftype: int) -> bool:
+        """Referenced/modified emulation: enable the faulting access if the mapping
+        allows it but has it disabled; rewrite the PTE and ttlb_flush. True if fixed."""
+        self._alive(pm, "pmap_fault_fixup")
+        self._lock(cpu, pm)
+        pted, vp3 = self.pmap_vp_lookup(pm, va & ~PAGE_MASK)
+        if pted is None or not pted.valid:
+            return False
+        maxprot, cur = pted.pted_va & PROT_MASK, pted.pted_pte & PROT_MASK
+        if ftype & PROT_WRITE and maxprot & PROT_WRITE and not cur & PROT_WRITE:
+            pted.pted_pte |= PROT_WRITE | (PROT_READ & maxprot)
+        elif ftype & PROT_EXEC and maxprot & PROT_EXEC and not cur & PROT_EXEC:
+            pted.pted_pte |= PROT_EXEC
+        elif ftype & PROT_READ and maxprot & PROT_READ and not cur & PROT_READ:
+            pted.pted_pte |= PROT_READ
+        else:
+            return False
+        self._trace(cpu, "pmap_fault_fixup", pm, va=va, ftype=ftype)
+        self.pmap_pte_update(cpu, pted, vp3)
+        self.ttlb_flush(cpu, pm, va & ~PAGE_MASK)
+        return True
+
+    # ------------------------------------------------------------------ kernel mappings
+    def pmap_kenter_pa(self, cpu, va: int, pa: int, prot: int) -> None:
+        """_pmap_kenter_pa: wired kernel mapping, flushed with one VAALE1IS."""
+        pm = self._kernel
+        self._check_va(pm, va, "pmap_kenter_pa")
+        if pa & PAGE_MASK or not 0 <= pa < self.mem.size:
+            raise PmapError(f"pmap_kenter_pa: bad PA {pa:#x}")
+        if prot & ~PROT_MASK:
+            raise PmapError(f"pmap_kenter_pa: bad prot {prot:#x}")
+        self._trace(cpu, "pmap_kenter_pa", va=va, pa=pa, prot=prot)
+        pted, _ = self.pmap_vp_lookup(pm, va)
+        if pted is not None and pted.valid:
+            self.pmap_kremove(cpu, va, PAGE_SIZE)
+        if pted is None:
+            pted = PteDesc(pm)
+            self.pmap_vp_enter(cpu, pm, va, pted)
+        pm.pm_stats.resident_count += 1
+        self.pmap_fill_pte(pm, va, pa, pted, prot, prot)
+        self.pmap_pte_insert(cpu, pted)
+        self.ttlb_flush(cpu, pm, va)
+
+    def pmap_kremove(self, cpu, va: int, length: int) -> None:
+        pm = self._kernel
+        self._check_va(pm, va, "pmap_kremove")
+        self._trace(cpu, "pmap_kremove", va=va, len=length)
+        for pva in range(va, va + length, PAGE_SIZE):
+            pted, _ = self.pmap_vp_lookup(pm, pva)
+            if pted is None or not pted.valid:
+                continue
+            pm.pm_stats.resident_count -= 1
+            self.pmap_pte_remove(cpu, pted, False)
+            self.ttlb_flush(cpu, pm, pva)
+            pted.pted_pte = 0
+            pted.pted_va = 0
+
+    # ------------------------------------------------------------------ switching
+    def pmap_setttb(self, cpu, pm: Pmap) -> None:
+        """cpu_switchto's pmap half: ASID if the generation is stale; TTBR0 <- zero
+        page, ISB; cpu_setttb(pm_asid, pm_pt0pa); ci_curpm <- pm."""
+        self._alive(pm, "pmap_setttb")
+        if pm is not self._kernel and pm.generation != self.asids.pmap_asid_gen:
+            self.pmap_allocate_asid(cpu, pm)
+        self._trace(cpu, "pmap_setttb", pm, pt0pa=pm.pm_pt0pa)
+        cpu.msr(SysReg.TTBR0_EL1, self._kernel.pm_pt0pa)
+        cpu.isb()
+        cpu_setttb(cpu, pm.pm_asid, pm.pm_pt0pa)
+        self.ci_curpm[cpu.index] = pm
+
+    def pmap_activate(self, cpu, pm: Pmap, curproc: bool = True) -> None:
+        """pm_active += 1; if the proc runs on `cpu` (curproc) and pm is not that CPU's
+        ci_curpm, pmap_setttb. curproc=False: cpu_fork activating a child's pmap."""
+        self._alive(pm, "pmap_activate")
+        self._trace(cpu, "pmap_activate", pm, active=pm.pm_active + 1)
+        pm.pm_active += 1
+        if curproc and pm is not self.ci_curpm[cpu.index]:
+            self.pmap_setttb(cpu, pm)
+
+    def pmap_deactivate(self, cpu, pm: Pmap) -> None:
+        """1.113: return if pm_active == 0; else TTBR0 <- zero page, ISB, pm_active -= 1
+        (TTBR1's ASID and ci_curpm are left alone). 1.111: the decrement that reaches 0
+        also flushes both ASIDs. 1.58: no hardware access (pm_active is bookkeeping)."""
+        self._alive(pm, "pmap_deactivate")
+        self._trace(cpu, "pmap_deactivate", pm, active=pm.pm_active)
+        if pm.pm_active == 0:
+            return
+        if self.legacy:
+            pm.pm_active -= 1
+            return
+        cpu.msr(SysReg.TTBR0_EL1, self._kernel.pm_pt0pa)
+        cpu.isb()
+        pm.pm_active -= 1
+        if self.revision == "1.111" and pm.pm_active == 0:
+            cpu_tlb_flush_asid_all(cpu, (pm.pm_asid << 48) & MASK64)
+            cpu_tlb_flush_asid_all(cpu, ((pm.pm_asid | ASID_USER) << 48) & MASK64)
+
+    def pmap_purge_ready(self, pm: Pmap) -> bool:
+        """True when pmap_purge would not spin (every sibling has deactivated)."""
+        return pm.pm_active == 1
+
+    def pmap_purge(self, cpu, pm: Pmap, wait: Callable[[], object] | None = None,
+                   max_spins: int = 1_000_000) -> int:
+        """Spin until pm_active == 1, then TTBR0 <- zero page, ISB, ASIDE1IS(asid),
+        ASIDE1IS(asid|1), pm_pt0pa <- zero page, pm_active <- 0.
+
+        Each spin iteration is charged spin_wait_iteration and calls `wait()`, which
+        must let the other threads make progress (run other CPUs); it may return
+        False to say nothing can change any more. Without `wait`, or when it gives
+        up, or after max_spins, a PmapError is raised instead of hanging.
+        Returns the number of spin iterations."""
+        self._alive(pm, "pmap_purge")
+        if pm is self._kernel:
+            raise PmapError("pmap_purge: the kernel pmap cannot be purged")
+        self._trace(cpu, "pmap_purge", pm, active=pm.pm_active)
+        spins = 0
+        while pm.pm_active != 1:
+            if wait is None:
+                raise PmapError(f"pmap_purge: {pm.pm_name} has pm_active = {pm.pm_active} (must be 1) "
+                                "and no wait callback could change it: it would spin forever")
+            if spins >= max_spins:
+                raise PmapError(f"pmap_purge: {pm.pm_name} still has pm_active = {pm.pm_active} "
+                                f"after {spins} spins")
+            cpu.charge(cpu.cost.spin_wait_iteration, "spin_wait")
+            spins += 1
+            if wait() is False:
+                if pm.pm_active == 1:
+                    break
+                raise PmapError(f"pmap_purge: {pm.pm_name} has pm_active = {pm.pm_active} and "
+                                "nothing can change it any more: it would spin forever")
+        cpu.msr(SysReg.TTBR0_EL1, self._kernel.pm_pt0pa)
+        cpu.isb()
+        cpu_tlb_flush_asid_all(cpu, (pm.pm_asid << 48) & MASK64)
+        cpu_tlb_flush_asid_all(cpu, ((pm.pm_asid | ASID_USER) << 48) & MASK64)
+        pm.pm_pt0pa = self._kernel.pm_pt0pa
+        pm.pm_active = 0
+        return spins
+
+    def pmap_userret(self, cpu) -> None:
+        """trampoline.S tramp_return: TTBR1 <- trampoline L1 with ASID|ASID_USER, ISB;
+        ERET to EL0 (cpu.set_el(0))."""
+        t1 = cpu.mrs(SysReg.TTBR1_EL1)
+        asid = (t1 >> 48) | ASID_USER
+        cpu.msr(SysReg.TTBR1_EL1, make_ttbr(self.tramp_l1, asid))
+        cpu.isb()
+        cpu.set_el(0)
+
+    def pmap_kernel_entry(self, cpu) -> None:
+        """trampoline.S vector entry from EL0: exception to EL1 (cpu.set_el(1)); TTBR1 <-
+        kernel L1 with the even ASID, ISB."""
+        cpu.set_el(1)
+        t1 = cpu.mrs(SysReg.TTBR1_EL1)
+        asid = (t1 >> 48) & ~ASID_USER
+        cpu.msr(SysReg.TTBR1_EL1, make_ttbr(self.kernel_l1, asid))
+        cpu.isb()
+
+    # ------------------------------------------------------------------ ASIDs
+    def pmap_find_asid(self, pm: Pmap) -> int:
+        return self.asids.pmap_find_asid(pm)
+
+    def pmap_allocate_asid(self, cpu, pm: Pmap) -> None:
+        try:
+            self.asids.pmap_allocate_asid(cpu, pm, self.ci_curpm)
+        except AsidError as e:
+            raise PmapError(str(e)) from None
+        self._trace(cpu, "pmap_allocate_asid", pm, gen=pm.generation >> 16)
+
+    def pmap_rollover_asid(self, cpu, pm: Pmap) -> int:
+        return self.asids.pmap_rollover_asid(cpu, pm, self.ci_curpm)
+
+    def pmap_free_asid(self, cpu, pm: Pmap) -> bool:
+        """KASSERT(pm != curcpu()->ci_curpm); ASIDE1IS even, then odd; clear the bits
+        only if pm's generation is current. Returns True if the bits were cleared."""
+        if pm is self.ci_curpm[cpu.index]:
+            raise PmapError(f"pmap_free_asid: {pm.pm_name} is cpu{cpu.index}'s ci_curpm")
+        self._trace(cpu, "pmap_free_asid", pm, gen=pm.generation >> 16)
+        cpu_tlb_flush_asid_all(cpu, (pm.pm_asid << 48) & MASK64)
+        cpu_tlb_flush_asid_all(cpu, ((pm.pm_asid | ASID_USER) << 48) & MASK64)
+        cpu.charge(cpu.cost.lock_acquire, "lock_acquire")       # pmap_asid_mtx
+        return self.asids.release(pm)
+
+    # ------------------------------------------------------------------ destroy
+    def pmap_destroy(self, cpu, pm: Pmap) -> bool:
+        """pm_refs -= 1; at 0: pmap_release (free every vp table, children before
+        parents, no descriptor rewrite, no TLBI), pmap_free_asid (2 ASIDE1IS, then the
+        bits), free the pmap. Refused (PmapError, nothing changed) for the kernel pmap
+        or, on the last reference, if pm is still active or some CPU's ci_curpm.
+        Returns True if the pmap was freed."""
+        self._alive(pm, "pmap_destroy")
+        if pm is self._kernel or pm is self.pmap_tramp:
+            raise PmapError(f"pmap_destroy: {pm.pm_name} cannot be destroyed")
+        if pm.pm_refs <= 0:
+            raise PmapError(f"pmap_destroy: {pm.pm_name} has no references left")
+        if pm.pm_refs == 1:
+            if pm.pm_active:
+                raise PmapError(f"pmap_destroy: {pm.pm_name} is still active (pm_active = {pm.pm_active})")
+            users = [i for i, cur in enumerate(self.ci_curpm) if cur is pm]
+            if users:
+                raise PmapError(f"pmap_destroy: {pm.pm_name} is still ci_curpm of "
+                                + ", ".join(f"cpu{i}" for i in users))
+        self._trace(cpu, "pmap_destroy", pm, refs=pm.pm_refs - 1)
+        pm.pm_refs -= 1
+        if pm.pm_refs > 0:
+            return False
+        self.pmap_release(cpu, pm)
+        self.pmap_free_asid(cpu, pm)
+        pm.pm_destroyed = True
+        self.live.discard(pm)
+        return True
+
+    def pmap_release(self, cpu, pm: Pmap) -> None:
+        self.pmap_vp_destroy(cpu, pm)
+
+    def pmap_vp_destroy(self, cpu, pm: Pmap) -> None:
+        """Ascending walk of the software slots: each L3 (and its remaining pteds) is
+        freed before its L2, every L2 before the L1; only software pointers are cleared."""
+        vp1 = pm.pm_vp
+        for idx1 in sorted(vp1.vp):
+            vp2 = vp1.vp.pop(idx1)
+            for idx2 in sorted(vp2.vp):
+                vp3 = vp2.vp.pop(idx2)
+                for pted in vp3.vp.values():       # pool_put each remaining pted
+                    pted.pted_pte = 0
+                vp3.vp.clear()
+                self._vp_free(cpu, vp3)
+            self._vp_free(cpu, vp2)
+        self._vp_free(cpu, vp1)
+        pm.pm_vp = None
+
+
+def pmap_bootstrap(machine, legacy: bool = False, revision: str | None = None,
+                   rng: random.Random | None = None) -> PmapSystem:
+    """Build the pmap globals for `machine` and program every CPU as OpenBSD's
+    pmap_bootstrap/pmap_init do: TTBR0 <- zero page, ISB, TCR (T0SZ = T1SZ = 25, A1,
+    AS from the core's ASID bits), ISB, TTBR1 <- kernel L1 with ASID 0, ISB; then one
+    cpu_tlb_flush() (TLBI VMALLE1IS). ASID pair 0/1 is reserved for the kernel.
+
+    legacy=True selects revision "1.58"; otherwise `revision` (default "1.113")."""
+    if legacy and revision not in (None, "1.58"):
+        raise PmapError(f"legacy=True contradicts revision {revision!r}")
+    ps = PmapSystem(machine, "1.58" if legacy else (revision or "1.113"), rng)
+    tcr = openbsd_tcr(as16=ps.pmap_nasid == 1 << 16).value
+    for cpu in machine.cpus:
+        cpu.msr(SysReg.TTBR0_EL1, ps.zero_page)
+        cpu.isb()
+        cpu.msr(SysReg.TCR_EL1, tcr)
+        cpu.isb()
+        cpu.msr(SysReg.TTBR1_EL1, make_ttbr(ps.kernel_l1, 0))
+        cpu.isb()
+        cpu.set_el(1)
+    cpu_tlb_flush(machine.cpus[0])
+    return ps

@@ -1,0 +1,121 @@
+"""End to end: a guest at EL0 on cpu0 loads through pmap_enter'ed pages (its TLB fills
+are tagged with ASID|ASID_USER), then pmap_remove on the active pmap flushes them
+(2 VAE1IS per page, both ASIDs), and on the purge path the two ASIDE1IS already
+cleaned the TLB so the teardown issues no VAE1IS at all."""
+from __future__ import annotations
+
+import keystone
+
+from emu.cpu import StopKind
+from emu.frames import FrameKind
+from emu.walker import Access, Fault, FaultKind, Translation
+from pmap_py import PROT_EXEC, PROT_READ, PROT_WRITE
+
+from .conftest import delta, make
+
+CODE_VA = 0x40_0000
+DATA_VA = 0x1000_0000
+NDATA = 3
+
+SRC = f"""
+    movz x0, #{DATA_VA >> 16:#x}, lsl #16
+    ldr  x1, [x0]
+    ldr  x2, [x0, #0x1000]
+    ldr  x3, [x0, #0x2000]
+    add  x4, x1, x2
+    add  x4, x4, x3
+    str  x4, [x0, #8]
+    svc  #0
+"""
+
+
+def assemble(src):
+    ks = keystone.Ks(keystone.KS_ARCH_ARM64, keystone.KS_MODE_LITTLE_ENDIAN)
+    enc, _ = ks.asm(src, CODE_VA)
+    return bytes(enc)
+
+
+def setup(trace=None):
+    m, ps = make(trace=trace)
+    c0 = m.cpus[0]
+    pm = ps.pmap_create(c0)
+    code_pa = m.frames.alloc(FrameKind.USER, owner=pm)
+    m.load_code(code_pa, assemble(SRC))
+    ps.pmap_enter(c0, pm, CODE_VA, code_pa, PROT_READ | PROT_EXEC)
+    data = []
+    for i in range(NDATA):
+        pa = m.frames.alloc(FrameKind.USER, owner=pm)
+        m.mem.write64(pa, 100 * (i + 1))
+        ps.pmap_enter(c0, pm, DATA_VA + i * 0x1000, pa, PROT_READ | PROT_WRITE)
+        data.append(pa)
+    ps.pmap_activate(c0, pm)                  # curproc on cpu0: pmap_setttb
+    return m, ps, pm, data
+
+
+def run_guest(m, ps, pm):
+    c0 = m.cpus[0]
+    assert c0.ttbr0 == pm.pm_pt0pa and c0.asid == pm.asid
+    ps.pmap_userret(c0)                       # EL0 with ASID|ASID_USER in TTBR1
+    stop = c0.run(100, pc=CODE_VA)
+    assert stop.kind is StopKind.SVC, stop
+    ps.pmap_kernel_entry(c0)
+    return stop
+
+
+def user_entries(cpu, pm, vas):
+    return [va for va in vas for a in (pm.asid, pm.asid | 1) if cpu.tlb.probe(va, a) is not None]
+
+
+DATA_VAS = [DATA_VA + i * 0x1000 for i in range(NDATA)]
+
+
+def test_guest_loads_then_remove_flushes_active_pmap():
+    m, ps, pm, data = setup()
+    c0 = m.cpus[0]
+    run_guest(m, ps, pm)
+    assert c0.reg(4) == 600 and m.mem.read64(data[0] + 8) == 600
+    # fills happened in userland: tagged with the odd ASID only
+    assert user_entries(c0, pm, DATA_VAS) == DATA_VAS
+    assert all(c0.tlb.probe(va, pm.asid | 1) for va in DATA_VAS)
+    assert c0.tlb.probe(CODE_VA, pm.asid | 1) is not None
+    # the kernel (even ASID) sees the same tables through cpu.lookup
+    r = c0.lookup(DATA_VA + 0x1010, Access.READ, 0)
+    assert isinstance(r, Translation) and r.pa == data[1] + 0x10
+    assert c0.tlb.probe(DATA_VA + 0x1000, pm.asid) is not None       # now both ASIDs hold it
+    n, d = delta(m, ps.pmap_remove, c0, pm, DATA_VA, DATA_VA + NDATA * 0x1000)
+    assert n == NDATA and d[0]["tlbi.VAE1IS"] == 2 * NDATA and d[1] == {}
+    assert user_entries(c0, pm, DATA_VAS) == []
+    assert c0.tlb.probe(CODE_VA, pm.asid | 1) is not None          # untouched
+    f = c0.lookup(DATA_VA, Access.READ, 0)
+    assert isinstance(f, Fault) and f.kind is FaultKind.TRANSLATION and f.level == 3
+    # the guest itself now faults on its first load
+    ps.pmap_userret(c0)
+    stop = c0.run(100, pc=CODE_VA)
+    assert stop.kind is StopKind.FAULT and stop.fault.va == DATA_VA and stop.fault.level == 3
+
+
+def test_purge_path_zero_vae1is_and_clean_tlb():
+    m, ps, pm, data = setup()
+    c0, c1 = m.cpus
+    run_guest(m, ps, pm)
+    c0.lookup(DATA_VA, Access.READ, 1)                 # an even-ASID entry as well
+    assert len(user_entries(c0, pm, DATA_VAS)) == NDATA + 1
+    _, d = delta(m, ps.pmap_purge, c0, pm)
+    assert d[0] == {"tlbi.ASIDE1IS": 2, "dsb": 4, "isb": 3, "ttbr_writes": 1}
+    assert user_entries(c0, pm, DATA_VAS + [CODE_VA]) == []
+    n, d = delta(m, ps.pmap_remove, c0, pm, 0, 0x2000_0000)       # uvm_map_teardown
+    assert n == NDATA + 1 and d == [{}, {}]
+    assert user_entries(c0, pm, DATA_VAS + [CODE_VA]) == []
+    # nothing can refill: TTBR0 is the zero page, even after a reschedule
+    assert isinstance(c0.lookup(DATA_VA, Access.READ, 1), Fault)
+    ps.pmap_setttb(c0, pm)
+    assert c0.ttbr0 == ps.zero_page and isinstance(c0.lookup(DATA_VA, Access.READ, 1), Fault)
+    # exit1 tail, switch to idle, reaper on cpu1
+    _, d = delta(m, ps.pmap_deactivate, c0, pm)
+    assert d == [{}, {}]
+    ps.pmap_setttb(c0, ps.pmap_kernel())
+    before_free = m.frames.counts()[FrameKind.FREE]
+    _, d = delta(m, ps.pmap_destroy, c1, pm)
+    assert d == [{}, {"tlbi.ASIDE1IS": 2, "dsb": 4, "isb": 2}]
+    assert m.frames.counts()[FrameKind.FREE] - before_free == 4   # L1, L2, two L3s (code, data)
+    assert [m.frames.info(p).kind for p in m.frames.owned_by(pm)] == [FrameKind.USER] * (NDATA + 1)
