@@ -110,6 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.set_defaults(func=cmd_walk)
     li = sub.add_parser("list", help="core presets and guest programs")
     li.set_defaults(func=cmd_list)
+    from .demo import add_demo_parser
+    add_demo_parser(sub)
     return ap
 
 

@@ -28,7 +28,7 @@ from .sysregs import SCTLR_M, SysReg, TCR, openbsd_tcr
 from .tlb import SetAssocTLB, TLBHierarchy, WalkCache
 from .tlbi import Scope, TLBIOp, tlbi_asid, tlbi_va
 from .trace import Ev
-from .walker import Access, Fault, FaultKind, Regime, Translation, perm_bit, walk
+from .walker import Access, Fault, FaultKind, Regime, Translation, perm_bit, walk, walk_l3
 
 # emu_start's `until`: a VA in the hole between the ranges, never a real instruction.
 # Unicorn translates the page of until-1 when emulation ends (unicorn-notes §0).
@@ -248,7 +248,10 @@ class Cpu:
         # (a VA in the hole cannot hit the walk cache: every entry's region is in range)
         wc = self.tlb.walk_cache.lookup(va, asid, regime.wc_levels[sel])
         if wc is not None:
-            r = walk(self.mem, regime, va, (wc.level, wc.table_pa, wc.tattrs))
+            if wc.level == 3:
+                r = walk_l3(self.mem, regime, va, wc.table_pa, wc.tattrs)
+            else:
+                r = walk(self.mem, regime, va, (wc.level, wc.table_pa, wc.tattrs))
             self.cycles += self.cost.walk_cache_hit if not speculative else 0
         else:
             r = walk(self.mem, regime, va)
@@ -412,6 +415,8 @@ class Cpu:
         self.pending.append((op, va, asid))
         self.events[f"tlbi.{op.name}"] += 1
         self.cycles += self.cost.tlbi_broadcast if op.broadcast else self.cost.tlbi_local
+        if op is TLBIOp.VMALLE1IS:
+            self.cycles += self.cost.tlbi_vmalle1is_extra
         trace = self.machine.trace
         if trace is not None:
             f = {"op": op.name}
@@ -426,18 +431,18 @@ class Cpu:
         kind = kind.lower()
         self.events["dsb"] += 1
         cost = self.cost
-        if kind.endswith("st") or kind.endswith("ld") or not self.pending:
+        completes = bool(self.pending) and not (kind.endswith("st") or kind.endswith("ld"))
+        if not completes:
             self.cycles += cost.dsb_ishst if kind.endswith("st") else cost.dsb_idle
-            trace = self.machine.trace
-            if trace is not None:
-                trace.add(self.cycles, self.index, Ev.DSB, kind=kind, completed=0)
-            return
-        broadcast = any(op.broadcast for op, _, _ in self.pending)
-        if broadcast:
+        elif any(op.broadcast for op, _, _ in self.pending):
             self.cycles += cost.dsb_ish_base + cost.dsb_ish_per_cpu * (len(self.machine.cpus) - 1)
         else:
             self.cycles += cost.dsb_local
-        self.complete_tlbis()
+        trace = self.machine.trace
+        if trace is not None:
+            trace.add(self.cycles, self.index, Ev.DSB, barrier=kind, completes=len(self.pending) if completes else 0)
+        if completes:
+            self.complete_tlbis()
 
     def complete_tlbis(self) -> None:
         """Apply every pending TLBI of this CPU to the TLBs it reaches."""
@@ -458,6 +463,9 @@ class Cpu:
     def isb(self) -> None:
         self.events["isb"] += 1
         self.cycles += self.cost.isb
+        trace = self.machine.trace
+        if trace is not None:
+            trace.add(self.cycles, self.index, Ev.ISB)
 
     def charge(self, cycles: int, what: str | None = None) -> None:
         """Kernel work done on this CPU (costs from the preset)."""

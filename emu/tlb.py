@@ -52,6 +52,7 @@ class SetAssocTLB:
         self.rng = rng or random.Random(0)
         self.sets: list[dict[int, Translation]] = [{} for _ in range(self.nsets)]
         self.shift_count = [0] * 31                    # entries per size shift, to skip absent sizes
+        self._possible_shifts = tuple(sorted({12, 21, 30, max_block_shift} - {s for s in (21, 30) if s > max_block_shift}))
         self.shifts: tuple = ()                        # sizes present, smallest first
         self.stats = TLBStats()
         self.on_remove = None                          # fn(entry) when an entry leaves this TLB
@@ -119,7 +120,8 @@ class SetAssocTLB:
         return replace(e, va_base=e.va_base + off, pa_base=e.pa_base + off, size=size, refs=0), shift
 
     def _update_shifts(self) -> None:
-        self.shifts = tuple(x for x, n in enumerate(self.shift_count) if n)
+        sc = self.shift_count
+        self.shifts = tuple(x for x in self._possible_shifts if sc[x])
 
     def _dropped(self, e: Translation) -> None:
         shift = e.size.bit_length() - 1

@@ -35,11 +35,11 @@ class Trace:
         self.limit = limit
         self.dropped = 0
 
-    def add(self, cycle: int, cpu: int, kind: Ev, **fields) -> None:
+    def add(self, cycle: int, cpu: int, ev: Ev, **fields) -> None:
         if self.limit is not None and len(self.records) >= self.limit:
             self.dropped += 1
             return
-        self.records.append((cycle, cpu, kind, fields))
+        self.records.append((cycle, cpu, ev, fields))
 
     def of_kind(self, kind: Ev) -> list[tuple]:
         return [r for r in self.records if r[2] is kind]

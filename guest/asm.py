@@ -17,6 +17,8 @@ this machine:
   silently produce **no bytes**. ``.inst`` and ``udf #imm`` are rewritten to ``.word``;
   ``.text`` is dropped; ``.macro``/``.rept``/``.if``/``.section``/``.data``/``.bss`` are
   rejected with an error.
+* Keystone's ``sym_resolver`` option is process-global: it outlives its ``Ks`` object
+  (a dangling callback) and makes later assemblies in other instances fail; not used.
 * ``udf``, ``csdb``, ``sb`` and the v8.1 LSE atomics (``cas``, ``ldadd``...) are unknown.
 * Numeric local labels (``1:`` / ``1b`` / ``1f``) are rejected by keystone; this module
   renames them, so they work.
@@ -55,6 +57,7 @@ from keystone import KS_ARCH_ARM64, KS_MODE_LITTLE_ENDIAN, Ks, KsError
 from . import syscalls
 
 PAGE_SIZE = 4096
+MAX_SPACE = 16 << 20           # largest .space/.fill accepted (keystone is slow or hangs beyond)
 BARRIER_MNEMONICS = frozenset({"dsb", "dmb", "isb", "ssbb", "pssbb", "sb", "csdb"})
 SYS_MNEMONICS = frozenset({"tlbi", "at", "dc", "ic", "sys", "sysl", "msr", "mrs"})
 RESERVED_PREFIX = "__armmu_"
@@ -328,6 +331,55 @@ def _idents(expr: str) -> list[str]:
     return [m for m in _IDENT_RE.findall(expr) if m != "."]
 
 
+_TOKEN_RE = re.compile(r"""\s*(?:
+      (?P<num>0[xX][0-9a-fA-F]+|0[bB][01]+|\d+)(?![\w.$])
+    | (?P<chr>'(?:\\.|[^'\\])'?)
+    | (?P<id>[A-Za-z_.$][\w.$]*)
+    | (?P<op><<|>>|<=|>=|==|!=|<>|&&|\|\||[-+*/%&|^~!<>()])
+    )""", re.X)
+_BINOPS = {"<<", ">>", "<=", ">=", "==", "!=", "<>", "&&", "||", "+", "-", "*", "/", "%", "&", "|", "^", "!", "<", ">"}
+
+
+def _expr_ok(expr: str) -> bool:
+    """Syntax check of a GAS expression (keystone hangs on some malformed ones)."""
+    toks, pos, text = [], 0, expr.rstrip()
+    while pos < len(text):
+        m = _TOKEN_RE.match(text, pos)
+        if not m or m.end() == pos:
+            return False
+        toks.append((m.lastgroup, m.group(m.lastgroup)))
+        pos = m.end()
+    i = 0
+
+    def primary() -> bool:
+        nonlocal i
+        while i < len(toks) and toks[i] in (("op", "-"), ("op", "+"), ("op", "~"), ("op", "!")):
+            i += 1
+        if i >= len(toks):
+            return False
+        kind, val = toks[i]
+        i += 1
+        if kind in ("num", "chr", "id"):
+            return True
+        if val == "(":
+            if not expression() or i >= len(toks) or toks[i] != ("op", ")"):
+                return False
+            i += 1
+            return True
+        return False
+
+    def expression() -> bool:
+        nonlocal i
+        if not primary():
+            return False
+        while i < len(toks) and toks[i][0] == "op" and toks[i][1] in _BINOPS:
+            i += 1
+            if not primary():
+                return False
+        return True
+    return bool(toks) and expression() and i == len(toks)
+
+
 def _int_literal(text: str) -> int | None:
     t = text.strip().lstrip("#").strip()
     try:
@@ -368,6 +420,7 @@ class _Assembler:
         self.consts: dict[str, int] = {}          # constant -> line of first definition
         self.local_defs: dict[str, list[tuple[int, str]]] = {}   # "1" -> [(stmt_index, unique)]
         self.local_names: set[str] = set()
+        self.const_exprs: dict[str, str] = {}     # constant -> its (last) expression
 
     def err(self, line: int, msg: str) -> AssembleError:
         return AssembleError(self.name, line, msg)
@@ -402,6 +455,7 @@ class _Assembler:
                 applied.add(cname)
                 raw[idx] = (ln, labels, f"{head} {cname}, {self._define_text(cname)}")
             self.consts.setdefault(cname, ln)
+            self.const_exprs[cname] = self._define_text(cname) if cname in self.defines else (expr or "")
         prelude = []
         for cname in self.defines:
             if cname not in applied:
@@ -409,12 +463,14 @@ class _Assembler:
                     raise self.err(0, f"bad define name {cname!r}")
                 prelude.append((0, [], f".equ {cname}, {self._define_text(cname)}"))
                 self.consts[cname] = 0
+                self.const_exprs[cname] = self._define_text(cname)
         if self.syscall_constants:
             used = {i for _, _, part in raw for i in _idents(part)}
             for sname, value in syscalls.asm_constants().items():
                 if sname in used and sname not in self.consts:
                     prelude.append((0, [], f".equ {sname}, {value}"))
                     self.consts[sname] = 0
+                    self.const_exprs[sname] = str(value)
         raw = prelude + raw
 
         # labels (numeric local labels get unique names)
@@ -478,6 +534,56 @@ class _Assembler:
     def _known(self, ident: str) -> bool:
         return ident in self.labels or ident in self.consts or ident in self.local_names
 
+    def _check_expr(self, ln: int, expr: str, src: str) -> None:
+        if not _expr_ok(expr):
+            raise self.err(ln, f"malformed expression '{expr.strip()}' in '{src}'")
+
+    def _eval(self, expr: str, seen: frozenset = frozenset()) -> int | None:
+        """Value of an expression made of numbers and constants (None if it uses labels,
+        ``.``, or cannot be evaluated). Only used to refuse sizes keystone chokes on."""
+        out = []
+        pos, text = 0, expr.rstrip()
+        while pos < len(text):
+            m = _TOKEN_RE.match(text, pos)
+            if not m or m.end() == pos:
+                return None
+            kind, val = m.lastgroup, m.group(m.lastgroup)
+            pos = m.end()
+            if kind == "num":
+                out.append(str(int(val, 0)))
+            elif kind == "chr":
+                return None
+            elif kind == "id":
+                if val not in self.const_exprs or val in seen:
+                    return None
+                v = self._eval(self.const_exprs[val], seen | {val})
+                if v is None:
+                    return None
+                out.append(f"({v})")
+            else:
+                out.append({"/": "//", "&&": " and ", "||": " or ", "<>": "!=", "!": " not "}.get(val, val))
+        try:
+            v = eval("".join(out), {"__builtins__": {}}, {})     # tokens validated: numbers and operators only
+        except Exception:
+            return None
+        return int(v) if isinstance(v, (int, bool)) else None
+
+    def _check_size(self, ln: int, d: str, args: list[str], src: str) -> None:
+        vals = [self._eval(a) for a in args]
+        if d in (".space", ".skip", ".zero", ".fill"):
+            count = vals[0]
+            if d == ".fill" and count is not None and len(vals) > 1:
+                count = None if vals[1] is None else count * max(vals[1], 1)
+            if count is not None and not 0 <= count <= MAX_SPACE:
+                raise self.err(ln, f"'{src}': size {count:#x} must be 0..{MAX_SPACE:#x} bytes "
+                                   "(keystone hangs on huge sizes; put big buffers in the heap)")
+        else:
+            a = vals[0]
+            if a is not None:
+                align = a if d == ".balign" else (1 << a if 0 <= a < 64 else -1)
+                if not 1 <= align <= PAGE_SIZE * 16 or align & (align - 1):
+                    raise self.err(ln, f"'{src}': alignment must be a power of two up to {PAGE_SIZE * 16:#x}")
+
     def _check_defined(self, ln: int, expr: str) -> None:
         for ident in _idents(expr):
             if not self._known(ident):
@@ -496,7 +602,13 @@ class _Assembler:
         if cname is not None:
             st.kind, st.text = "const", self._resolve_locals(idx, ln, part)
             st.text1 = st.text
+            _, expr, _ = self._const_def(st.text)
+            self._check_expr(ln, expr or "", part)
+            self._check_defined(ln, expr or "")
             return st
+        if re.search(r":[A-Za-z_][\w]*:", part):
+            raise self.err(ln, "relocation modifiers (:lo12:, :abs_g0: ...) are not supported "
+                               "(keystone aborts on them); use adr, ldr =, or movz/movk with #(EXPR >> n) & 0xffff")
         m = re.match(r"(\S+)\s*(.*)$", part, re.S)
         head, rest = m.group(1), m.group(2)
         mn = head.lower()
@@ -522,6 +634,7 @@ class _Assembler:
             target = ops[i].strip()
             if target.startswith("#"):
                 target = target[1:].strip()
+            self._check_expr(ln, target, part)
             self._check_defined(ln, target)
             st.target, st.target_kind = self._here(idx, target), kind
             ops1 = list(ops)
@@ -529,6 +642,7 @@ class _Assembler:
             st.text1 = f"{mn} {', '.join(ops1)}"
         elif mn == "ldr" and len(ops) == 2 and ops[1].startswith("="):
             expr = ops[1][1:].strip()
+            self._check_expr(ln, expr, part)
             self._check_defined(ln, expr)
             st.pool = self._here(idx, expr)
             st.pool_width = 4 if ops[0].lower().startswith("w") else 8
@@ -547,6 +661,13 @@ class _Assembler:
         if d in _IGNORED_DIRECTIVES or d.startswith(".cfi_"):
             return st
         if d in _PASS_DIRECTIVES:
+            if d not in (".ascii", ".asciz", ".string"):
+                args = [a.strip() for a in _split_top(rest, ",")] if rest else []
+                if not args:
+                    raise self.err(ln, f"{d} needs an argument")
+                for a in args:
+                    self._check_expr(ln, a, st.src)
+                self._check_size(ln, d, args, st.src)
             for ident in _idents(rest) if d not in (".ascii", ".asciz", ".string") else []:
                 if not self._known(ident):
                     raise self.err(ln, f"undefined symbol '{ident}'")
@@ -565,6 +686,8 @@ class _Assembler:
                 st.mnemonic = ".inst"
                 if len(items) != 1:
                     raise self.err(ln, ".inst takes one word per line here")
+            for o in items:
+                self._check_expr(ln, o, st.src)
             items1 = []
             for k, o in enumerate(items):
                 if _idents(o) or _HERE_RE.search(o):
@@ -591,40 +714,58 @@ class _Assembler:
         enc, _ = ks.asm(text, self.base)
         return bytes(enc or b"")
 
-    def _locate(self, lines: list[str], tail: list[tuple[int, str]], exc: KsError) -> AssembleError:
-        """Find the statement keystone rejects (bisection over prefixes)."""
-        ks = Ks(KS_ARCH_ARM64, KS_MODE_LITTLE_ENDIAN)
+    def _neutral(self, i: int) -> str:
+        """Statement ``i`` reduced to the symbols it defines (for error bisection)."""
+        st = self.stmts[i]
+        labs = "".join(f"{lab}: " for lab in st.labels)
+        text = ""
+        if st.kind == "const":
+            cname, _, head = self._const_def(st.text)
+            text = f"{head} {cname}, 0"
+        return f"{RESERVED_PREFIX}s{i}: {labs}{text}"
 
-        def resolver(_sym, value):
-            value[0] = 0
-            return True
-        ks.sym_resolver = resolver
-        all_lines = lines + [t for _, t in tail]
-        line_of = [st.line for st in self.stmts] + [ln for ln, _ in tail]
+    def _locate(self, lines: list[str], tail: list[tuple[int, str, str]], exc: KsError) -> AssembleError:
+        """Find the statement keystone rejects: bisect on k, assembling statements < k as
+        written and the rest reduced to their label/constant definitions (so that forward
+        references still resolve). Keystone's sym_resolver is not used: it is process-global
+        (it outlives its Ks instance) and changes how later assemblies evaluate expressions."""
+        n = len(self.stmts)
+        neutral = [self._neutral(i) for i in range(n)]
+        total = n + len(tail)
+        line_of = [st.line for st in self.stmts] + [t[0] for t in tail]
 
-        def ok(k: int) -> bool:
+        def attempt(k: int) -> KsError | None:
+            text = lines[:k] + neutral[k:] if k <= n else lines + [t[1] for t in tail[:k - n]]
             try:
-                ks.asm("\n".join(all_lines[:k]), self.base)
-                return True
-            except KsError:
-                return False
-        lo, hi = 0, len(all_lines)
-        if ok(hi):
+                self._ks("\n".join(text))
+                return None
+            except KsError as e:
+                return e
+        if attempt(0) is not None or attempt(total) is None:
             return self.err(1, f"keystone rejected the program: {exc}")
+        lo, hi = 0, total
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            if ok(mid):
+            if attempt(mid) is None:
                 lo = mid
             else:
                 hi = mid
         bad = hi - 1
-        ln = line_of[bad]
-        try:
-            ks.asm("\n".join(all_lines[:hi]), self.base)
-        except KsError as e:
-            exc = e
-        src = self.stmts[bad].src if bad < len(self.stmts) else all_lines[bad]
-        return self.err(ln, self._explain(exc, src))
+        exc = attempt(hi) or exc
+        if bad >= n:
+            return self.err(line_of[bad], tail[bad - n][2] + f" ({exc})")
+        return self.err(line_of[bad], self._explain(exc, self.stmts[bad].src))
+
+    def _entry_desc(self, kind: str, expr: str, i: int) -> str:
+        if kind == "const":
+            return f"cannot evaluate constant '{expr}' (undefined, circular or invalid expression)"
+        if kind in ("stmt", "end", "label"):
+            return f"cannot place '{expr}'"
+        return f"cannot evaluate '{self._unhere(expr)}' in '{self.stmts[i].src}'"
+
+    @staticmethod
+    def _unhere(expr: str) -> str:
+        return re.sub(rf"\(?{RESERVED_PREFIX}s\d+(\+\d+\))?", ".", expr)
 
     def _explain(self, e: KsError, src: str) -> str:
         mn = src.split()[0].lower() if src.split() else ""
@@ -678,12 +819,12 @@ class _Assembler:
                 entries.append(("pool", st.pool, i, st.line))
             for k, (expr, _w) in enumerate(st.data):
                 entries.append((f"data{k}", expr, i, st.line))
-        tail = [(0, f"{RESERVED_PREFIX}end:"), (0, ".balign 8"),
-                (0, f".quad {_MAGIC[0]:#x}"), (0, f".quad {_MAGIC[1]:#x}")]
-        tail += [(ln, f".quad ({expr})") for _, expr, _, ln in entries]
+        tail = [(0, f"{RESERVED_PREFIX}end:", "internal error"), (0, ".balign 8", "internal error"),
+                (0, f".quad {_MAGIC[0]:#x}", "internal error"), (0, f".quad {_MAGIC[1]:#x}", "internal error")]
+        tail += [(ln, f".quad ({expr})", self._entry_desc(kind, expr, i)) for kind, expr, i, ln in entries]
         lines1 = self._lines(pass1=True)
         try:
-            out1 = self._ks("\n".join(lines1 + [t for _, t in tail]))
+            out1 = self._ks("\n".join(lines1 + [t[1] for t in tail]))
         except KsError as e:
             raise self._locate(lines1, tail, e) from None
         magic = _MAGIC[0].to_bytes(8, "little") + _MAGIC[1].to_bytes(8, "little")
@@ -809,8 +950,11 @@ class _Assembler:
                 want = targets[i] & ~0xFFF if st.target_kind == "adrp" else targets[i]
                 got = _last_imm(ins)
                 if got != want:
+                    fwd = [c for c in _idents(st.target) if self.consts.get(c, 0) > st.line]
+                    hint = (f" (keystone mis-handles constant '{fwd[0]}' defined after its use; define it first)"
+                            if fwd else "")
                     raise self.err(st.line, f"keystone mis-assembled '{st.src}': target is "
-                                            f"{'none' if got is None else hex(got)}, the source says {want:#x}")
+                                            f"{'none' if got is None else hex(got)}, the source says {want:#x}{hint}")
             if i in pools:
                 self._check_pool(prog, st, ins, text, pools[i])
             mn = ins.mnemonic

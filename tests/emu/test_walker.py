@@ -342,3 +342,30 @@ def test_wxn_and_execute_rules(mem):
     assert perms_str(t.perms) == "el1:rw- el0:--x"       # WXN: EL1-writable => EL1 XN
     t = translate(mem, 0x1000, R, 1, L1, 0, tcr, sctlr=SCTLR_M | SCTLR_WXN)
     assert perms_str(t.perms) == "el1:r-x el0:--x"
+
+
+def test_walk_l3_fast_path_equals_walk():
+    """The CPU's walk-cache fast path (walk_l3) must give exactly what walk() gives."""
+    import random
+
+    from emu.walker import walk_l3
+    rng = random.Random(7)
+    mem = PhysMem(1 << 20)
+    table = 0x3000
+    for i in range(512):
+        mem.write64(table + 8 * i, rng.choice([0, rng.getrandbits(64), rng.getrandbits(64) & ~(0xFFFF << 48) | 3,
+                                               rng.getrandbits(64) | 0x403]))
+    for as16, a1, wxn in ((False, True, False), (True, False, True)):
+        tcr = TCR(t0sz=25, t1sz=25, a1=a1, as16=as16, ips=1)
+        regime = Regime(0x1000 | 0x1234 << 48, 0x2000 | 0x5678 << 48, tcr, SCTLR_M | (SCTLR_WXN if wxn else 0),
+                        parange_bits=36)
+        for i in range(512):
+            va = 0x4000_0000 + i * 0x1000 + rng.randrange(4096)
+            tattrs = rng.choice([0, PXN_TABLE, UXN_TABLE | AP_TABLE0, AP_TABLE1])
+            a = walk(mem, regime, va, (3, table, tattrs))
+            b = walk_l3(mem, regime, va, table, tattrs)
+            assert type(a) is type(b)
+            if isinstance(a, Fault):
+                assert (a.kind, a.level, a.va, a.reads) == (b.kind, b.level, b.va, b.reads)
+            else:
+                assert a == b

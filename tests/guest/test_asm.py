@@ -183,13 +183,16 @@ def test_errors_name_the_line():
     assert _err("b 1f").line == 1
     assert _err("").line == 1
     assert re.fullmatch(r"t\.S:\d+: .+", str(_err("ldr x0, [x1, #0x10000]")))
+    assert _err(".equ A, 2\n.equ B, A +\nnop").line == 2
+    assert _err("nop\nb x+)\nx: nop").line == 2           # found via the symbol table pass
+    assert _err("b later\nfoo x1\nlater: nop").line == 2
 
 
 def test_far_branches_are_detected_not_silently_broken():
     # numeric target: keystone silently emits `b #0`
     assert _err("nop\nb 0x10000000").line == 2
     # symbol target out of range: keystone would abort the whole process (LLVM ERROR)
-    e = _err("nop\nnop\nb far\n.space 0x8000000\nfar: nop")
+    e = _err("nop\nnop\ntbz x0, #1, far\n.space 0x8000\nfar: nop")
     assert e.line == 3 and "out of range" in e.message
     assert _err(".equ FAR, 0x40000000\nbl FAR").line == 2
     assert _err("tbz x0, #1, x\n.space 0x8000\nx: nop").line == 1
@@ -203,12 +206,33 @@ def test_far_branches_are_detected_not_silently_broken():
 
 
 def test_keystone_abort_case_does_not_kill_the_process():
-    """The same source crashes a bare keystone call (LLVM ERROR + exit); prove it and that we survive."""
+    """Bare keystone aborts the process on this source (LLVM ERROR + exit) and silently
+    mis-assembles a cbz just out of range; assemble() turns both into AssembleError."""
     code = ("from keystone import *; Ks(KS_ARCH_ARM64, KS_MODE_LITTLE_ENDIAN)"
-            ".asm('b x\\n.space 0x8000000\\nx: nop', 0x100000); print('survived')")
+            ".asm('tbz x0, #1, x\\n.space 0x8000\\nx: nop', 0x100000); print('survived')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert "survived" not in r.stdout and "fixup value out of range" in r.stderr
-    _err("b x\n.space 0x8000000\nx: nop")
+    assert _err("tbz x0, #1, x\n.space 0x8000\nx: nop").line == 1
+    from keystone import KS_ARCH_ARM64, KS_MODE_LITTLE_ENDIAN, Ks
+    enc, _ = Ks(KS_ARCH_ARM64, KS_MODE_LITTLE_ENDIAN).asm("cbz x0, x\n.space 0x100000\nx: nop", BASE)
+    assert next(CS.disasm(bytes(enc[:4]), BASE)).op_str == "x0, #4"       # silently wrong
+    assert _err("cbz x0, x\n.space 0x100000\nx: nop").line == 1
+
+
+def test_keystone_hangs_and_silent_drops_are_refused():
+    assert "malformed" in _err("nop\n.quad (1+)").message            # keystone loops forever
+    assert "malformed" in _err(".equ A, 1+)\nnop").message            # keystone drops the line
+    assert _err(".space 0x100000000\nnop").line == 1                  # keystone hangs
+    assert _err(".align 40\nnop").line == 1
+    assert _err("nop\nadd x0, x0, #:lo12:x\nx: nop").line == 2        # keystone aborts
+    assert _err(".equ X, Y\n.equ Y, X\nnop").line == 1
+    assert _err("nop\n.equ X, nothing\nnop").message == "undefined symbol 'nothing'"
+    assert "define it first" in _err("b x\n.equ x, 0x100010\nnop").message   # keystone adds base
+    assert assemble(".equ x, 0x100008\nb x\nnop\nnop", BASE).insns[BASE] == "b #0x100008"
+    p = assemble("nop\n.inst 0xd503201f\nnop", BASE)                  # keystone emits nothing for .inst
+    assert len(p.code) == 12 and p.insns[BASE + 4] == "nop"
+    p = assemble(".text\n.global _start\n_start: nop", BASE)           # .text would empty the output
+    assert len(p.code) == 4
 
 
 def test_defines():

@@ -15,26 +15,12 @@ from pmap_py import pmap_bootstrap
 HW_KEYS = ("tlbi.VAE1IS", "tlbi.VAALE1IS", "tlbi.ASIDE1IS", "tlbi.VMALLE1IS", "dsb", "isb", "ttbr_writes")
 
 
-class SafeTrace(Trace):
-    """Trace whose add() does not clash with Cpu.dsb's `kind=` field.
-
-    emu bug (reported): Cpu.dsb calls trace.add(cycle, cpu, Ev.DSB, kind=..., ...) but
-    Trace.add's third positional parameter is also named `kind`, so any DSB raises
-    TypeError with Machine(trace=True). Remove this shim once emu/trace.py is fixed."""
-
-    def add(self, cycle, cpu, ev, **fields):            # noqa: D102
-        if self.limit is not None and len(self.records) >= self.limit:
-            self.dropped += 1
-            return
-        self.records.append((cycle, cpu, ev, fields))
-
-
 def make(legacy=False, revision=None, asid_bits=16, seed=0, trace=None, ncpus=2):
     core = load_preset("cortex-a72")
     if asid_bits != core.asid_bits:
         core = dataclasses.replace(core, asid_bits=asid_bits)
     if trace is True:
-        trace = SafeTrace()
+        trace = Trace()
     m = Machine(ncpus, 16 << 20, core=core, seed=seed, trace=trace)
     return m, pmap_bootstrap(m, legacy=legacy, revision=revision)
 

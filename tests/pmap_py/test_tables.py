@@ -15,7 +15,9 @@ from pmap_py import (PMAP_WIRED, PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, VM
                      PmapError)
 from pmap_py.pmap import VP_IDX1, VP_IDX2
 
-from .conftest import SafeTrace, make, user_frames
+from emu.trace import Trace
+
+from .conftest import make, user_frames
 
 TCR = openbsd_tcr(as16=True).value
 RW, RO, RX = PROT_READ | PROT_WRITE, PROT_READ, PROT_READ | PROT_EXEC
@@ -129,7 +131,7 @@ def test_destroy_frees_every_table_frame():
 
 
 def test_destroy_order_tables_then_asid_flush_then_bits():
-    trace = SafeTrace()
+    trace = Trace()
     m, ps = make(trace=trace)
     c0, c1 = m.cpus
     pm = ps.pmap_create(c0)
