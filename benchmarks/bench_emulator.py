@@ -25,8 +25,8 @@ from unicorn import (UC_ARCH_ARM64, UC_HOOK_INTR, UC_HOOK_TLB_FILL, UC_MODE_ARM,
 from unicorn import arm64_const as A
 
 from emu.cpu import SENTINEL, StopKind
-from emu.descriptors import AP_RO_ALL, AP_RW_ALL, level_index, page_desc, table_desc
-from emu.frames import FrameKind
+from emu.descriptors import AP_RO_ALL
+from emu.pagetables import UserTables
 from emu.machine import Machine
 from emu.sysregs import SysReg, make_ttbr
 from guest.asm import assemble
@@ -63,24 +63,13 @@ loop:  str x1, [x0]
 def build(src: str, npages: int, **kw) -> tuple[Machine, object]:
     m = Machine(ncpus=1, mem_size=64 << 20, **kw)
     fr, mem = m.frames, m.mem
-    l1 = fr.alloc(FrameKind.PAGE_TABLE, "bench", 1)
-
-    def leaf(va):
-        t = l1
-        for lvl in (1, 2):
-            slot = t + level_index(va, lvl) * 8
-            if not mem.read64(slot) & 1:
-                mem.write64(slot, table_desc(fr.alloc(FrameKind.PAGE_TABLE, "bench", lvl + 1)))
-            t = mem.read64(slot) & 0xFFFF_FFFF_F000
-        return t + level_index(va, 3) * 8
-
+    tables = UserTables(mem, fr, "bench")
     prog = assemble(src, CODE)
-    code_pa = fr.alloc(FrameKind.USER, "bench")
-    mem.write64(leaf(CODE), page_desc(code_pa, ap=AP_RO_ALL, uxn=False, pxn=True))
+    code_pa = tables.map(CODE, ap=AP_RO_ALL, uxn=False, pxn=True)
     m.load_code(code_pa, prog.code, prog.barriers)
     for i in range(npages):
-        mem.write64(leaf(DATA + i * 0x1000), page_desc(fr.alloc(FrameKind.USER, "bench"), ap=AP_RW_ALL,
-                                                       uxn=True, pxn=True))
+        tables.map(DATA + i * 0x1000)
+    l1 = tables.l1
     mem.buf[:] = mem.buf            # touch every host page now: no host page faults while timing
     cpu = m.cpus[0]
     cpu.msr(SysReg.TTBR1_EL1, make_ttbr(0, 5))

@@ -7,8 +7,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .descriptors import AP_RO_ALL, AP_RW_ALL, describe, level_index, page_desc, table_desc
-from .frames import FrameKind
+from .descriptors import AP_RO_ALL, AP_RW_ALL, describe, level_index
+from .frames import FrameAllocator
+from .pagetables import UserTables
 from .physmem import PhysMem, PhysMemError
 from .sysregs import TCR, make_ttbr, openbsd_tcr
 from .walker import Access, Fault, Regime, check_access, perms_str, walk
@@ -45,19 +46,10 @@ def cmd_walk(args) -> int:
     va = parse_int(args.va, "VA")
     mappings = [parse_mapping(s) for s in args.map] or [(va & ~0xFFF, "rw")]
     mem = PhysMem(4 << 20)
-    from .frames import FrameAllocator
-    frames = FrameAllocator(mem)
-    l1 = frames.alloc(FrameKind.PAGE_TABLE, "pmap", 1)
+    tables = UserTables(mem, FrameAllocator(mem), "pmap")
     for mva, prot in mappings:
-        t = l1
-        for lvl in (1, 2):
-            slot = t + level_index(mva, lvl) * 8
-            if not mem.read64(slot) & 1:
-                mem.write64(slot, table_desc(frames.alloc(FrameKind.PAGE_TABLE, "pmap", lvl + 1)))
-            t = mem.read64(slot) & 0xFFFF_FFFF_F000
-        pa = frames.alloc(FrameKind.USER, "pmap")
-        mem.write64(t + level_index(mva, 3) * 8,
-                    page_desc(pa, ap=AP_RW_ALL if "w" in prot else AP_RO_ALL, uxn="x" not in prot, pxn=True))
+        tables.map(mva, ap=AP_RW_ALL if "w" in prot else AP_RO_ALL, uxn="x" not in prot, pxn=True)
+    l1 = tables.l1
     asid = parse_int(args.asid, "--asid")
     tcr = openbsd_tcr(as16=True)
     ttbr0, ttbr1 = make_ttbr(l1), make_ttbr(0, asid)
