@@ -120,6 +120,8 @@ class Cpu:
         self.mem = machine.mem
         core = machine.core
         self.cost = core.cost
+        self._descriptor_read = core.cost.descriptor_read      # hot-path copies
+        self._walk_cache_hit = core.cost.walk_cache_hit
         self.rng = random.Random(f"{machine.seed}/cpu{index}")
         geo = lambda name, g: SetAssocTLB(name, g.entries, g.ways, g.replacement, g.max_block_shift, self.rng)
         self.tlb = TLBHierarchy(geo("itb", core.l1i), geo("dtb", core.l1d), geo("l2_shared", core.l2),
@@ -240,53 +242,54 @@ class Cpu:
         return Fault(FaultKind.PERMISSION, e.level, va, access, el)
 
     def _walk(self, va: int, fetch: bool | None, speculative: bool = False) -> Translation | Fault:
+        """Walk (from the deepest walk-cache hit) and fill the TLBs: L2 always, and the L1 of
+        the access side for a demand miss (fetch True/False); speculative fills go to L2 only."""
         regime = self.regime
         sel = (va >> 55) & 1
         if regime.epd[sel]:
             return Fault(FaultKind.TRANSLATION, 0, va)        # walks disabled: a miss faults
         asid = regime.asid
+        tlb = self.tlb
         # (a VA in the hole cannot hit the walk cache: every entry's region is in range)
-        wc = self.tlb.walk_cache.lookup(va, asid, regime.wc_levels[sel])
-        if wc is not None:
-            if wc.level == 3:
-                r = walk_l3(self.mem, regime, va, wc.table_pa, wc.tattrs)
-            else:
-                r = walk(self.mem, regime, va, (wc.level, wc.table_pa, wc.tattrs))
-            self.cycles += self.cost.walk_cache_hit if not speculative else 0
-        else:
+        wc = tlb.walk_cache.lookup(va, asid, regime.wc_levels[sel])
+        if wc is None:
             r = walk(self.mem, regime, va)
-        nreads = len(r.reads)
+        elif wc.level == 3:
+            r = walk_l3(self.mem, regime, va, wc.table_pa, wc.tattrs)
+        else:
+            r = walk(self.mem, regime, va, (wc.level, wc.table_pa, wc.tattrs))
         if speculative:
             self.spec_walks += 1
         else:
+            nreads = len(r.reads)
             self.walks += 1
             self.walk_reads += nreads
-            self.cycles += nreads * self.cost.descriptor_read
-        obs = self.machine.walk_observers
-        if obs:
-            for fn in obs:
+            self.cycles += nreads * self._descriptor_read + (self._walk_cache_hit if wc is not None else 0)
+        machine = self.machine
+        if machine.walk_observers:
+            for fn in machine.walk_observers:
                 fn(self, va, r, speculative)
-        trace = self.machine.trace
+        trace = machine.trace
         if r.__class__ is Fault:
             if trace is not None and not speculative:
                 trace.add(self.cycles, self.index, Ev.WALK_FAULT, va=va, asid=asid, fault=r.kind.value,
                           level=r.level)
             return r
-        for level, table_pa, tattrs in r.tables:
-            self.tlb.walk_cache.insert(va, level, table_pa, tattrs, asid)
+        if r.tables:
+            for level, table_pa, tattrs in r.tables:
+                tlb.walk_cache.insert(va, level, table_pa, tattrs, asid)
         r.fill_cycle = self.cycles
-        r.speculative = speculative
-        tlb = self.tlb
         tlb.l2.insert(r)
-        if fetch is not None:
+        if speculative:
+            r.speculative = True
+        else:
             (tlb.itlb if fetch else tlb.dtlb).insert(r)
+            self.recent[self._recent_i & 15] = va
+            self._recent_i += 1
         if trace is not None:
             trace.add(self.cycles, self.index, Ev.SPEC_FILL if speculative else Ev.FILL, va=r.va_base,
                       pa=r.pa_base, size=r.size, asid=r.asid if r.ng else "global", level=r.level)
-        if not speculative:
-            self.recent[self._recent_i & 15] = va
-            self._recent_i += 1
-        if self.tlb.lost:
+        if tlb.lost:
             self._uc_flush()
         return r
 

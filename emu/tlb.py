@@ -101,9 +101,18 @@ class SetAssocTLB:
         if old is not None:
             self._dropped(old)
         elif len(s) >= self.ways:
-            victim = next(iter(s)) if self.lru else list(s)[self.rng.randrange(len(s))]
+            ev = s.pop(next(iter(s)) if self.lru else list(s)[self.rng.randrange(len(s))])
             self.stats.evictions += 1
-            self._dropped(s.pop(victim))
+            if ev.size == e.size:
+                # the common case, inlined: same size out and in, the per-size counts do not change
+                ev.refs -= 1
+                if ev.refs == 0 and self.on_remove is not None:
+                    self.on_remove(ev)
+                s[k] = e
+                e.refs += 1
+                self.stats.inserts += 1
+                return
+            self._dropped(ev)
         s[k] = e
         e.refs += 1
         self.stats.inserts += 1

@@ -89,7 +89,6 @@ class Fault:
 @dataclass(slots=True)
 class Translation:
     va: int               # the VA asked for
-    pa: int               # its PA
     va_base: int          # start of the page/block
     pa_base: int
     level: int            # level of the leaf: 3 page, 2 or 1 block
@@ -97,8 +96,6 @@ class Translation:
     perms: int            # effective EL1/EL0 R/W/X mask (see PERM_*)
     ng: bool
     asid: int | None      # ASID that tags the entry (None for global entries)
-    attrindx: int
-    sh: int
     desc: int             # the leaf descriptor
     desc_pa: int          # where it was read
     reads: list           # [(pa, value, level)] every descriptor read of this walk
@@ -106,6 +103,20 @@ class Translation:
     refs: int = 0         # how many TLB structures hold this entry (TLB bookkeeping)
     speculative: bool = False
     fill_cycle: int = 0
+
+    # derived fields: properties, so that the hot path builds fewer attributes
+    @property
+    def pa(self) -> int:
+        """The PA of `va`."""
+        return self.pa_base | (self.va & (self.size - 1))
+
+    @property
+    def attrindx(self) -> int:
+        return (self.desc >> 2) & 7
+
+    @property
+    def sh(self) -> int:
+        return (self.desc >> 8) & 3
 
     def allows(self, access: Access, el: int) -> bool:
         return bool(self.perms & perm_bit(access, el))
@@ -260,9 +271,8 @@ def walk(mem: PhysMem, regime: Regime, va: int, start: tuple | None = None) -> T
     pa_base = oa & ~(size - 1)
     ng = bool(desc & ATTR_nG)
     # positional: this constructor is on the TLB-miss hot path
-    return Translation(va, pa_base | (va & (size - 1)), va_base, pa_base, level, size,
-                       _leaf_perms_cached(desc, tattrs, regime.wxn), ng, regime.asid if ng else None,
-                       (desc >> 2) & 7, (desc >> 8) & 3, desc, dpa, reads, tables)
+    return Translation(va, va_base, pa_base, level, size, _leaf_perms_cached(desc, tattrs, regime.wxn), ng,
+                       regime.asid if ng else None, desc, dpa, reads, tables)
 
 
 def walk_l3(mem: PhysMem, regime: Regime, va: int, table: int, tattrs: int) -> Translation | Fault:
@@ -288,8 +298,7 @@ def walk_l3(mem: PhysMem, regime: Regime, va: int, table: int, tattrs: int) -> T
     perms = _perm_memo.get(key)
     if perms is None:
         perms = _leaf_perms_cached(desc, tattrs, regime.wxn)
-    return Translation(va, oa | (va & 0xFFF), va & ~0xFFF, oa, 3, 4096, perms, ng,
-                       regime.asid if ng else None, (desc >> 2) & 7, (desc >> 8) & 3, desc, dpa, reads, [])
+    return Translation(va, va & ~0xFFF, oa, 3, 4096, perms, ng, regime.asid if ng else None, desc, dpa, reads, [])
 
 
 def check_access(tr: Translation, access: Access, el: int) -> Fault | None:
