@@ -444,3 +444,49 @@ def test_deterministic_for_a_seed():
         m.run(quantum=17)
         return m.stats()
     assert one(1) == one(1)
+
+
+def test_instruction_counter_is_found():
+    """Exact instruction counts on early stops rely on reading Unicorn's own counter."""
+    from emu.cpu import counter_offset
+    assert counter_offset() is not None
+
+
+def test_machine_run_with_a_demand_paging_kernel():
+    """Two CPUs run the same loop over lazily mapped pages; the Python 'kernel' maps each
+    faulting page and resumes the guest at the faulting instruction, then retires the CPU
+    at its exit SVC. Each page is mapped once, at the first fault on it; instruction counts
+    do not include the faulting attempts; the run is deterministic."""
+    n = 24
+
+    def one():
+        m = machine(2)
+        t = Tables(m)
+        load(m, t, touch_src(n))
+        faults, exits = [], []
+
+        def on_stop(cpu, stop):
+            if stop.kind is StopKind.FAULT and stop.fault.kind is FaultKind.TRANSLATION:
+                va = stop.fault.va & ~0xFFF
+                assert DATA <= va < DATA + n * 0x1000
+                if t.m.mem.read64(t.leaf_slot(va)) & 1 == 0:
+                    t.map(va)
+                faults.append((cpu.index, va))
+                cpu.pc = stop.pc
+                return True
+            exits.append((cpu.index, stop.kind, stop.svc))
+            return False
+
+        for c in m.cpus:
+            switch_to(c, t)
+            c.set_el(0)
+            c.pc = CODE
+        m.run(quantum=7, on_stop=on_stop)
+        return faults, exits, m.stats()
+
+    faults, exits, stats = one()
+    assert sorted(exits) == [(0, StopKind.SVC, 0), (1, StopKind.SVC, 0)]
+    assert len({va for _, va in faults}) == n
+    assert all(sum(1 for c, v in faults if c == i and v == va) <= 1 for i in (0, 1) for _, va in faults)
+    assert all(stats[f"cpu{i}.insts"] == 2 + 4 * n + 2 for i in (0, 1))
+    assert one() == (faults, exits, stats)
