@@ -35,7 +35,6 @@ from .walker import Access, Fault, FaultKind, Regime, Translation, perm_bit, wal
 SENTINEL = 0x0001_0000_0000_0000
 SENTINEL_PAGE = (SENTINEL - 1) & ~0xFFF
 
-_ACCESS = {16: Access.READ, 17: Access.WRITE, 18: Access.FETCH}
 _UC_TLB_FLUSH = (1 << 30) | 11        # UC_CTL_TLB_FLUSH | UC_CTL_IO_WRITE for the raw uc_ctl call
 
 # Speculative walks per 1000 cycles for each speculation setting.
@@ -223,23 +222,34 @@ class Cpu:
         self.machine.code_written(self, pa & ~0xFFF)
 
     # ------------------------------------------------------------------ translation
-    def lookup(self, va: int, access: Access, el: int, count: bool = True) -> Translation | Fault:
-        """Translate through the TLB model: hit, or walk and fill. Charges cycles."""
-        fetch = access is Access.FETCH
+    def lookup(self, va: int, access: Access, el: int) -> Translation | Fault:
+        """Translate one access through the TLB model as the hardware would: L1 hit, L2 hit
+        (refilling L1), or walk and fill; then the permission check. Charges cycles."""
+        return self._translate(va, int(access), el)
+
+    def _translate(self, va: int, acc: int, el: int) -> Translation | Fault:
+        # The hot path under the fill hook: plain ints for the access kind (0 read, 1 write, 2 fetch).
+        tlb = self.tlb
         asid = self.regime.asid
-        e, where = self.tlb.lookup(va, asid, fetch)
-        cost = self.cost
-        if e is None:
-            r = self._walk(va, fetch)
-            if r.__class__ is Fault:
-                r.access, r.el = access, el
-                return r
-            e = r
-        elif count:
-            self.cycles += cost.l1_tlb_hit if where == 1 else cost.l2_tlb_hit
-        if e.perms & (1 << (access + (3 if el == 0 else 0))):     # perm_bit(access, el)
+        l1 = tlb.itlb if acc == 2 else tlb.dtlb
+        e = l1.lookup(va, asid)
+        if e is not None:
+            self.cycles += self.cost.l1_tlb_hit
+        else:
+            e = tlb.l2.lookup(va, asid)
+            if e is not None:
+                l1.insert(e)
+                self.cycles += self.cost.l2_tlb_hit
+                if tlb.lost:
+                    self._uc_flush()
+            else:
+                e = self._walk(va, acc == 2)
+                if e.__class__ is Fault:
+                    e.access, e.el = Access(acc), el
+                    return e
+        if e.perms >> (acc + (3 if el == 0 else 0)) & 1:          # perm_bit(access, el)
             return e
-        return Fault(FaultKind.PERMISSION, e.level, va, access, el)
+        return Fault(FaultKind.PERMISSION, e.level, va, Access(acc), el)
 
     def _walk(self, va: int, fetch: bool | None, speculative: bool = False) -> Translation | Fault:
         """Walk (from the deepest walk-cache hit) and fill the TLBs: L2 always, and the L1 of
@@ -294,44 +304,23 @@ class Cpu:
         return r
 
     def _fill_hook(self, uc, va, access, entry, ud) -> bool:
-        # The hot path: lookup() inlined, plain ints for the access kind (READ 0, WRITE 1, FETCH 2).
         if va == SENTINEL_PAGE:
             entry.paddr = 0
             entry.perms = UC_PROT_EXEC
             return True
-        acc = access - 16
+        acc = access - 16                         # UC_MEM_READ/WRITE/FETCH -> 0/1/2
         el = self.el
-        tlb = self.tlb
-        asid = self.regime.asid
-        l1 = tlb.itlb if acc == 2 else tlb.dtlb
         if acc == 2 and self.instrument:
             # this lookup stands for the next instruction's fetch: its code hook skips its own
             self._fetch_looked_up = va
-        e = l1.lookup(va, asid)
-        if e is not None:
-            self.cycles += self.cost.l1_tlb_hit
-        else:
-            e = tlb.l2.lookup(va, asid)
-            if e is not None:
-                l1.insert(e)
-                self.cycles += self.cost.l2_tlb_hit
-                if tlb.lost:
-                    self._uc_flush()
-            else:
-                e = self._walk(va, acc == 2)
-                if e.__class__ is Fault:
-                    e.access, e.el = Access(acc), el
-                    self._fault = e
-                    self.faults += 1
-                    return False
-        shift = 3 if el == 0 else 0
-        if not e.perms >> (acc + shift) & 1:
-            self._fault = Fault(FaultKind.PERMISSION, e.level, va, Access(acc), el)
+        e = self._translate(va, acc, el)
+        if e.__class__ is Fault:
+            self._fault = e
             self.faults += 1
             return False
         paddr = e.pa_base | (va & (e.size - 1))
         entry.paddr = paddr
-        entry.perms = (e.perms >> shift) & 7
+        entry.perms = (e.perms >> (3 if el == 0 else 0)) & 7
         if acc == 2:
             self.machine.code_fetched(paddr)
         return True

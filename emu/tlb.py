@@ -262,8 +262,9 @@ class WalkCache:
 
 
 class TLBHierarchy:
-    """The TLBs of one CPU. Unicorn's own TLB is kept a subset of this: `lost` is set
-    whenever an entry leaves every structure, so the CPU flushes Unicorn's copy."""
+    """The TLBs of one CPU (the CPU's lookup order: L1 of the access side, L2, walk cache).
+    Unicorn's own TLB is kept a subset of this: `lost` is set whenever an entry leaves
+    every structure, so the CPU flushes Unicorn's copy."""
 
     def __init__(self, l1i: SetAssocTLB, l1d: SetAssocTLB, l2: SetAssocTLB, walk_cache: WalkCache):
         self.itlb, self.dtlb, self.l2, self.walk_cache = l1i, l1d, l2, walk_cache
@@ -274,26 +275,8 @@ class TLBHierarchy:
     def _on_remove(self, e: Translation) -> None:
         self.lost = True                 # no structure holds e any more
 
-    def lookup(self, va: int, asid: int, fetch: bool) -> tuple[Translation | None, int]:
-        """(entry, where): where = 1 for an L1 hit, 2 for an L2 hit (L1 refilled), 0 for a miss."""
-        l1 = self.itlb if fetch else self.dtlb
-        e = l1.lookup(va, asid)
-        if e is not None:
-            return e, 1
-        e = self.l2.lookup(va, asid)
-        if e is not None:
-            l1.insert(e)
-            return e, 2
-        return None, 0
-
     def probe(self, va: int, asid: int) -> Translation | None:
         return self.itlb.probe(va, asid) or self.dtlb.probe(va, asid) or self.l2.probe(va, asid)
-
-    def fill(self, e: Translation, fetch: bool | None) -> None:
-        """Insert a walk result into L2 and (for a demand access) the L1 of its side."""
-        self.l2.insert(e)
-        if fetch is not None:
-            (self.itlb if fetch else self.dtlb).insert(e)
 
     def invalidate(self, op: TLBIOp, va: int = 0, asid: int = 0) -> int:
         scope = op.scope
