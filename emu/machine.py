@@ -42,6 +42,7 @@ class Machine:
         self.walk_observers: list[Callable] = []      # fn(cpu, va, result, speculative)
         self.code_frames: set[int] = set()            # frames some CPU has fetched instructions from
         self.frames.listeners.append(self._frame_changed)
+        self.mem.write_listeners.append(self._host_wrote)
         self.cpus = [Cpu(self, i) for i in range(ncpus)]
 
     # ---------------------------------------------------------------- code coherence
@@ -57,6 +58,15 @@ class Machine:
         for cpu in self.cpus:
             if cpu is not writer:
                 cpu.drop_code()
+
+    def _host_wrote(self, pa: int, length: int) -> None:
+        # a kernel-side store into a frame that holds code (copyout, ptrace-like pokes)
+        frame = pa & ~0xFFF
+        while frame < pa + length:
+            if frame in self.code_frames:
+                self.code_written(None, frame)
+                return
+            frame += 0x1000
 
     def drop_code_others(self, cpu: Cpu) -> None:
         for other in self.cpus:

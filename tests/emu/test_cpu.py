@@ -490,3 +490,20 @@ def test_machine_run_with_a_demand_paging_kernel():
     assert all(sum(1 for c, v in faults if c == i and v == va) <= 1 for i in (0, 1) for _, va in faults)
     assert all(stats[f"cpu{i}.insts"] == 2 + 4 * n + 2 for i in (0, 1))
     assert one() == (faults, exits, stats)
+
+
+def test_host_write_into_code_frame_is_seen():
+    """A kernel-side (host) store into a code frame: every CPU runs the new code."""
+    m = machine(2)
+    t = Tables(m)
+    prog = assemble("_start:\n mov x0, #1\n svc #0\n", CODE)
+    code_pa = t.map_code(CODE, prog.code)
+    for c in m.cpus:
+        switch_to(c, t)
+        c.set_el(0)
+        c.run(100, pc=CODE)
+        assert c.reg(0) == 1
+    m.mem.write(code_pa, (0xD2800540).to_bytes(4, "little"))      # mov x0, #42
+    for c in m.cpus:
+        c.run(100, pc=CODE)
+        assert c.reg(0) == 42
