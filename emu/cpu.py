@@ -93,7 +93,7 @@ def _emu_counter_offset() -> int | None:
     snaps = []
     for start, count in ((0x1000, 500), (0x1000 + 20, 777), (0x1000 + 4 * 40, 20)):
         uc.emu_start(start, 0x3000, count=count)
-        snaps.append(np.frombuffer(ctypes.string_at(h, 4096), dtype=np.uint64).copy())
+        snaps.append(np.frombuffer(ctypes.string_at(h, 2048), dtype=np.uint64).copy())  # (found at 1368 in 2.1.4)
     a, b, c = snaps
     for i in range(1, len(a)):
         if (a[i], b[i], c[i]) == (500, 777, 20) and (a[i - 1], b[i - 1], c[i - 1]) == (38, 33, 21):

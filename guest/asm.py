@@ -22,6 +22,14 @@ this machine:
 * ``udf``, ``csdb``, ``sb`` and the v8.1 LSE atomics (``cas``, ``ldadd``...) are unknown.
 * Numeric local labels (``1:`` / ``1b`` / ``1f``) are rejected by keystone; this module
   renames them, so they work.
+* Keystone **hangs** (infinite loop) on a statement that starts with punctuation
+  (``\``, ``(``, ``+``, ``[``...), on malformed expressions in directives
+  (``.quad (1+)``) and on huge ``.space``/``.align``; it silently drops a statement
+  with trailing junk (``add x0, x1, x2)``) or a malformed ``.equ``. All are refused
+  here before keystone sees them (or caught by the size check).
+* ``:lo12:``-style relocation modifiers abort the process: refused.
+* Branches/adr to a ``.equ`` address defined *after* the use come out wrong (keystone
+  adds the base): caught by the capstone check.
 * Constants used in immediates must be defined (``.equ``) *before* use; a forward
   reference is an error ("invalid operand"), not a fixup.
 * ``.word`` of a value that does not fit is truncated silently: checked here.
@@ -438,6 +446,8 @@ class _Assembler:
                     labels.append(m.group(1))
                     part = part[m.end():]
                 part = part.strip()
+                if not part.isascii():
+                    raise self.err(ln, "non-ASCII character outside a comment")
                 if labels or part:
                     raw.append((ln, labels, part))
 
@@ -612,6 +622,10 @@ class _Assembler:
         m = re.match(r"(\S+)\s*(.*)$", part, re.S)
         head, rest = m.group(1), m.group(2)
         mn = head.lower()
+        if not re.fullmatch(r"\.?[a-z][\w.]*", mn):
+            # keystone loops forever on statements that start with punctuation
+            raise self.err(ln, f"syntax error: expected an instruction, directive, label or "
+                               f"NAME = value, got '{part}'")
         rest = self._resolve_locals(idx, ln, rest.strip())
         if mn.startswith(RESERVED_PREFIX):
             raise self.err(ln, f"names starting with {RESERVED_PREFIX} are reserved")
