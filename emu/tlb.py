@@ -189,8 +189,10 @@ class WalkCache:
     """Cached table descriptors: (level, VA region, ASID) -> next-level table.
 
     A hit lets the walker start at the deepest cached level instead of the TTBR.
-    Entries are ASID-tagged; by-VA TLBIs drop every entry covering the VA for any
-    ASID (the conservative choice of armv8-mmu.md §3.3); last-level TLBIs leave it alone.
+    Entries are tagged with the ASID of the walk that filled them. A by-VA TLBI drops
+    the entries covering the VA for its ASID (VAE1) or for every ASID (VAAE1) and no
+    more: the least the architecture guarantees, so that software relying on
+    over-invalidation is caught. Last-level TLBIs (VALE1, VAALE1) leave it alone.
     """
 
     def __init__(self, entries: int, ways: int, rng: random.Random | None = None, replacement: str = "lru"):

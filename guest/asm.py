@@ -1,4 +1,4 @@
-"""Assemble AArch64 guest programs with keystone, and verify the result with capstone.
+r"""Assemble AArch64 guest programs with keystone, and verify the result with capstone.
 
 ``assemble(source, base, name, defines)`` returns a :class:`Program` or raises
 :class:`AssembleError` whose message is one line, ``name:LINE: message``.
@@ -10,7 +10,8 @@ this machine:
   LLVM prints ``LLVM ERROR: fixup value out of range`` and **exits the process**.
   So every target is first computed in a pass where the target is replaced by ``.``
   (same size), range-checked, and only then assembled for real.
-* The same with a *numeric* target (``b 0x10000000``) silently assembles to ``b #0``.
+* The same with a *numeric* target (``b 0x10000000``) silently assembles to ``b #0``,
+  and a label just out of range (``cbz`` at +1 MiB+4) silently wraps to a wrong target.
 * ``adrp`` is mis-assembled when base != 0 (the page comes out wrong); caught by the
   capstone check below (so adrp is effectively unusable; use adr or movz/movk).
 * ``.inst``, ``.text`` (anywhere, even the first line), ``.macro`` expansions and sections
@@ -25,8 +26,9 @@ this machine:
 * Keystone **hangs** (infinite loop) on a statement that starts with punctuation
   (``\``, ``(``, ``+``, ``[``...), on malformed expressions in directives
   (``.quad (1+)``) and on huge ``.space``/``.align``; it silently drops a statement
-  with trailing junk (``add x0, x1, x2)``) or a malformed ``.equ``. All are refused
-  here before keystone sees them (or caught by the size check).
+  with trailing junk (``add x0, x1, x2)``), or returns *no output at all and no error*
+  (``mov x9, #1)``), and drops a malformed ``.equ``. All are refused here before
+  keystone sees them, or caught afterwards (size and sentinel checks) with the line.
 * ``:lo12:``-style relocation modifiers abort the process: refused.
 * Branches/adr to a ``.equ`` address defined *after* the use come out wrong (keystone
   adds the base): caught by the capstone check.
@@ -44,7 +46,7 @@ this machine:
   page-aligned base. Comments: ``//``, ``/* */`` and lines starting with ``#``
   (C preprocessor directives are rejected: there is no cpp). ``;`` separates statements.
   ``.global/.globl/.type/.size/.local/.weak/.hidden/.arch/.cfi_*`` are ignored.
-* Encodings of system instructions (MSR/MRS/TLBI/AT/DC/IC/SYS) are checked against
+* Encodings of system instructions (MSR/MRS/TLBI/AT/DC/IC) are checked against
   capstone's decoding of the emitted word (hand encodings of AT and MSR ELR_EL1 were
   wrong in this project before; keystone's own encodings of them are right).
 
@@ -65,6 +67,7 @@ from keystone import KS_ARCH_ARM64, KS_MODE_LITTLE_ENDIAN, Ks, KsError
 from . import syscalls
 
 PAGE_SIZE = 4096
+USER_VA_LIMIT = 1 << 48       # no region may end above this (the loader may demand less, e.g. 39 bits)
 MAX_SPACE = 16 << 20           # largest .space/.fill accepted (keystone is slow or hangs beyond)
 BARRIER_MNEMONICS = frozenset({"dsb", "dmb", "isb", "ssbb", "pssbb", "sb", "csdb"})
 SYS_MNEMONICS = frozenset({"tlbi", "at", "dc", "ic", "sys", "sysl", "msr", "mrs"})
@@ -120,6 +123,7 @@ class Program:
     insns: dict[int, str] = field(default_factory=dict)
     lines: dict[int, int] = field(default_factory=dict)
     name: str = "<guest>"
+    constant_lines: dict[str, int] = field(default_factory=dict)   # where each constant is defined
 
     @property
     def size(self) -> int:
@@ -133,16 +137,38 @@ class Program:
     def layout(self) -> dict[str, Region]:
         """Regions to map: ``code`` (r-x, whole pages from base), and, when the program
         defines them, ``heap`` = [HEAP_BASE, HEAP_BASE+HEAP_SIZE) and
-        ``stack`` = [STACK_TOP-STACK_SIZE, STACK_TOP) (both rw-)."""
+        ``stack`` = [STACK_TOP-STACK_SIZE, STACK_TOP) (both rw-, sizes rounded up to
+        pages; a zero-sized heap is left out). Raises AssembleError (pointing at the
+        constant) for misaligned, negative, overlapping or beyond-48-bit regions."""
         start = self.base & ~(PAGE_SIZE - 1)
         regions = {"code": Region("code", start, _page_up(self.end) - start, "r-x")}
         c = self.constants
         if "HEAP_BASE" in c:
-            regions["heap"] = Region("heap", c["HEAP_BASE"], _page_up(c.get("HEAP_SIZE", PAGE_SIZE)), "rw-")
+            base, size = c["HEAP_BASE"], c.get("HEAP_SIZE", PAGE_SIZE)
+            self._layout_check("HEAP_BASE", base % PAGE_SIZE == 0 and base >= 0, f"HEAP_BASE {base:#x} is not page aligned")
+            self._layout_check("HEAP_SIZE", size >= 0, f"HEAP_SIZE {size} is negative")
+            if size:
+                regions["heap"] = Region("heap", base, _page_up(size), "rw-")
         if "STACK_TOP" in c:
-            size = _page_up(c.get("STACK_SIZE", PAGE_SIZE))
-            regions["stack"] = Region("stack", c["STACK_TOP"] - size, size, "rw-")
+            top, size = c["STACK_TOP"], c.get("STACK_SIZE", PAGE_SIZE)
+            self._layout_check("STACK_TOP", top % PAGE_SIZE == 0 and top > 0, f"STACK_TOP {top:#x} is not page aligned")
+            self._layout_check("STACK_SIZE", 0 < size <= top, f"STACK_SIZE {size:#x} must be 1..STACK_TOP")
+            size = _page_up(size)
+            regions["stack"] = Region("stack", top - size, size, "rw-")
+        for r in regions.values():
+            key = {"heap": "HEAP_SIZE", "stack": "STACK_TOP"}.get(r.name, "")
+            self._layout_check(key, r.end <= USER_VA_LIMIT, f"{r.name} region ends at {r.end:#x}, beyond "
+                                                             f"the 48-bit user address space")
+        rs = sorted(regions.values(), key=lambda r: r.start)
+        for a, b in zip(rs, rs[1:]):
+            key = {"heap": "HEAP_BASE", "stack": "STACK_TOP"}.get(b.name if b.name != "code" else a.name, "")
+            self._layout_check(key, a.end <= b.start, f"{a.name} region [{a.start:#x}, {a.end:#x}) overlaps "
+                                                       f"{b.name} region [{b.start:#x}, {b.end:#x})")
         return regions
+
+    def _layout_check(self, const: str, ok: bool, msg: str) -> None:
+        if not ok:
+            raise AssembleError(self.name, self.constant_lines.get(const, 0), f"bad layout: {msg}")
 
     def line_of(self, va: int) -> int | None:
         """Source line of the instruction at ``va`` (None for data / outside)."""
@@ -302,8 +328,8 @@ def _strip_comments(source: str, name: str) -> list[str]:
     return out
 
 
-def _split_top(text: str, sep: str) -> list[str]:
-    """Split at ``sep`` outside quotes and brackets."""
+def _split_top(text: str, sep: str, brackets: bool = True) -> list[str]:
+    """Split at ``sep`` outside quotes (and outside brackets if ``brackets``)."""
     parts, cur, depth, in_str, i = [], [], 0, False, 0
     while i < len(text):
         c = text[i]
@@ -323,7 +349,7 @@ def _split_top(text: str, sep: str) -> list[str]:
         elif c in ")]}":
             depth -= 1
             cur.append(c)
-        elif c == sep and depth <= 0:
+        elif c == sep and (depth <= 0 or not brackets):
             parts.append("".join(cur))
             cur = []
         else:
@@ -388,6 +414,75 @@ def _expr_ok(expr: str) -> bool:
     return bool(toks) and expression() and i == len(toks)
 
 
+# GAS operator precedence (as LLVM's GNU-mode parser): higher binds tighter
+_PREC = {"||": 1, "&&": 1, "==": 2, "!=": 2, "<>": 2, "<": 2, "<=": 2, ">": 2, ">=": 2,
+         "+": 3, "-": 3, "|": 4, "&": 4, "^": 4, "!": 4, "*": 5, "/": 5, "%": 5, "<<": 5, ">>": 5}
+
+
+def _evaluate(expr: str, const) -> int | None:
+    """Evaluate a GAS expression with 64-bit two's-complement arithmetic; ``const(name)``
+    gives symbol values (None = unknown). Returns a signed value or None."""
+    if not _expr_ok(expr):
+        return None
+    toks, pos, text = [], 0, expr.rstrip()
+    while pos < len(text):
+        m = _TOKEN_RE.match(text, pos)
+        toks.append((m.lastgroup, m.group(m.lastgroup)))
+        pos = m.end()
+    i = 0
+
+    def wrap(v: int) -> int:
+        v &= _M64
+        return v - (1 << 64) if v >> 63 else v
+
+    def primary() -> int | None:
+        nonlocal i
+        kind, val = toks[i]
+        i += 1
+        if kind == "op" and val in "-+~!":
+            v = primary()
+            if v is None:
+                return None
+            return wrap({"-": -v, "+": v, "~": ~v, "!": int(v == 0)}[val])
+        if kind == "num":
+            return wrap(int(val, 0))
+        if kind == "chr":
+            body = val[1:].rstrip("'")
+            return ord(body[-1]) if body else None
+        if kind == "id":
+            return None if val == "." else const(val)
+        v = binary(0)                        # "(" expr ")"
+        i += 1
+        return v
+
+    def binary(min_prec: int) -> int | None:
+        nonlocal i
+        left = primary()
+        while i < len(toks) and toks[i][0] == "op" and toks[i][1] in _PREC and _PREC[toks[i][1]] > min_prec:
+            op = toks[i][1]
+            i += 1
+            right = binary(_PREC[op])
+            if left is None or right is None:
+                left = None
+                continue
+            a, b = left, right
+            if op in ("/", "%") and b == 0:
+                left = None
+                continue
+            left = wrap({
+                "*": lambda: a * b, "/": lambda: int(a / b), "%": lambda: a - b * int(a / b),
+                "<<": lambda: (a << (b & 63)) if 0 <= b < 64 else 0, ">>": lambda: a >> (b & 63) if 0 <= b < 64 else 0,
+                "|": lambda: a | b, "&": lambda: a & b, "^": lambda: a ^ b, "!": lambda: a | ~b,
+                "+": lambda: a + b, "-": lambda: a - b,
+                "==": lambda: -int(a == b), "!=": lambda: -int(a != b), "<>": lambda: -int(a != b),
+                "<": lambda: -int(a < b), "<=": lambda: -int(a <= b), ">": lambda: -int(a > b),
+                ">=": lambda: -int(a >= b), "&&": lambda: int(bool(a) and bool(b)),
+                "||": lambda: int(bool(a) or bool(b)),
+            }[op]())
+        return left
+    return binary(0)
+
+
 def _int_literal(text: str) -> int | None:
     t = text.strip().lstrip("#").strip()
     try:
@@ -437,7 +532,7 @@ class _Assembler:
     def parse(self) -> None:
         raw: list[tuple[int, list[str], str]] = []     # (line, labels, statement text)
         for ln, text in enumerate(_strip_comments(self.source, self.name), 1):
-            for part in _split_top(text, ";"):
+            for part in _split_top(text, ";", brackets=False):    # keystone splits there too
                 labels = []
                 while True:
                     m = _LABEL_RE.match(part)
@@ -459,6 +554,8 @@ class _Assembler:
                 continue
             if cname.startswith(RESERVED_PREFIX):
                 raise self.err(ln, f"names starting with {RESERVED_PREFIX} are reserved")
+            if cname != "." and not re.fullmatch(rf"[{_IDENT_START}][\w.$]*", cname):
+                raise self.err(ln, f"bad constant name '{cname}'")     # keystone hangs on some
             if cname == ".":
                 raise self.err(ln, "assigning the location counter is not supported; use .space")
             if cname in self.defines and cname not in applied:
@@ -551,32 +648,11 @@ class _Assembler:
     def _eval(self, expr: str, seen: frozenset = frozenset()) -> int | None:
         """Value of an expression made of numbers and constants (None if it uses labels,
         ``.``, or cannot be evaluated). Only used to refuse sizes keystone chokes on."""
-        out = []
-        pos, text = 0, expr.rstrip()
-        while pos < len(text):
-            m = _TOKEN_RE.match(text, pos)
-            if not m or m.end() == pos:
+        def const(name: str) -> int | None:
+            if name not in self.const_exprs or name in seen:
                 return None
-            kind, val = m.lastgroup, m.group(m.lastgroup)
-            pos = m.end()
-            if kind == "num":
-                out.append(str(int(val, 0)))
-            elif kind == "chr":
-                return None
-            elif kind == "id":
-                if val not in self.const_exprs or val in seen:
-                    return None
-                v = self._eval(self.const_exprs[val], seen | {val})
-                if v is None:
-                    return None
-                out.append(f"({v})")
-            else:
-                out.append({"/": "//", "&&": " and ", "||": " or ", "<>": "!=", "!": " not "}.get(val, val))
-        try:
-            v = eval("".join(out), {"__builtins__": {}}, {})     # tokens validated: numbers and operators only
-        except Exception:
-            return None
-        return int(v) if isinstance(v, (int, bool)) else None
+            return self._eval(self.const_exprs[name], seen | {name})
+        return _evaluate(expr, const)
 
     def _check_size(self, ln: int, d: str, args: list[str], src: str) -> None:
         vals = [self._eval(a) for a in args]
@@ -738,25 +814,32 @@ class _Assembler:
             text = f"{head} {cname}, 0"
         return f"{RESERVED_PREFIX}s{i}: {labs}{text}"
 
-    def _locate(self, lines: list[str], tail: list[tuple[int, str, str]], exc: KsError) -> AssembleError:
+    def _locate(self, lines: list[str], tail: list[tuple[int, str, str]], exc: KsError | None) -> AssembleError:
         """Find the statement keystone rejects: bisect on k, assembling statements < k as
         written and the rest reduced to their label/constant definitions (so that forward
-        references still resolve). Keystone's sym_resolver is not used: it is process-global
-        (it outlives its Ks instance) and changes how later assemblies evaluate expressions."""
+        references still resolve), followed by a sentinel. A prefix fails if keystone raises
+        or if the sentinel is missing (keystone sometimes drops everything silently).
+        Keystone's sym_resolver is not used: it is process-global (it outlives its Ks
+        instance) and changes how later assemblies evaluate expressions."""
         n = len(self.stmts)
         neutral = [self._neutral(i) for i in range(n)]
         total = n + len(tail)
         line_of = [st.line for st in self.stmts] + [t[0] for t in tail]
+        head = [t[1] for t in tail[:4]]          # end label, .balign 8, the two magic words
 
-        def attempt(k: int) -> KsError | None:
-            text = lines[:k] + neutral[k:] if k <= n else lines + [t[1] for t in tail[:k - n]]
+        def attempt(k: int) -> KsError | str | None:
+            if k <= n:
+                text, need = lines[:k] + neutral[k:] + head, 0
+            else:
+                text, need = lines + [t[1] for t in tail[:max(k - n, 4)]], max(0, k - n - 4)
             try:
-                self._ks("\n".join(text))
-                return None
+                out = self._ks("\n".join(text))
             except KsError as e:
                 return e
+            pos = _find_magic(out)
+            return None if pos >= 0 and len(out) >= pos + 16 + 8 * need else "silent"
         if attempt(0) is not None or attempt(total) is None:
-            return self.err(1, f"keystone rejected the program: {exc}")
+            return self.err(1, f"keystone rejected the program: {exc or 'no output'}")
         lo, hi = 0, total
         while hi - lo > 1:
             mid = (lo + hi) // 2
@@ -765,10 +848,14 @@ class _Assembler:
             else:
                 hi = mid
         bad = hi - 1
-        exc = attempt(hi) or exc
+        why = attempt(hi)
         if bad >= n:
-            return self.err(line_of[bad], tail[bad - n][2] + f" ({exc})")
-        return self.err(line_of[bad], self._explain(exc, self.stmts[bad].src))
+            return self.err(line_of[bad], tail[bad - n][2] + (f" ({why})" if why != "silent" else ""))
+        src = self.stmts[bad].src
+        if why == "silent" or why is None:
+            return self.err(line_of[bad], f"syntax error in '{src}' (keystone silently discards "
+                                          "the whole program from here)")
+        return self.err(line_of[bad], self._explain(why, src))
 
     def _entry_desc(self, kind: str, expr: str, i: int) -> str:
         if kind == "const":
@@ -841,12 +928,9 @@ class _Assembler:
             out1 = self._ks("\n".join(lines1 + [t[1] for t in tail]))
         except KsError as e:
             raise self._locate(lines1, tail, e) from None
-        magic = _MAGIC[0].to_bytes(8, "little") + _MAGIC[1].to_bytes(8, "little")
-        pos = out1.find(magic)
-        while pos >= 0 and pos % 8:
-            pos = out1.find(magic, pos + 1)
+        pos = _find_magic(out1)
         if pos < 0 or pos + 16 + 8 * len(entries) > len(out1):
-            raise self.err(1, "internal error: symbol table not found in keystone output")
+            raise self._locate(lines1, tail, None)      # keystone dropped output without an error
         vals = [int.from_bytes(out1[pos + 16 + 8 * k: pos + 24 + 8 * k], "little") for k in range(len(entries))]
         addr = vals[:n]
         end = vals[n]
@@ -907,7 +991,7 @@ class _Assembler:
         except KsError as e:
             raise self._locate_pass2(e) from None
         if len(code) < end - self.base:
-            raise self.err(1, "internal error: final pass is shorter than the first")
+            raise self._locate_pass2(None)
         # the layout must be the same as in pass 1 (only neutralised statements may differ)
         skip = [False] * (end - self.base)
         for i, st in enumerate(self.stmts):
@@ -922,23 +1006,27 @@ class _Assembler:
                 raise self.err(ln, f"internal error: byte at {self.base + o:#x} differs between passes")
 
         prog = Program(code=code, base=self.base, symbols=symbols,
-                       entry=symbols.get("_start", self.base), constants=constants, name=self.name)
+                       entry=symbols.get("_start", self.base), constants=constants, name=self.name,
+                       constant_lines=dict(self.consts))
         self._verify(prog, addr, end, targets, pools)
         return prog
 
-    def _locate_pass2(self, e: KsError) -> AssembleError:
+    def _locate_pass2(self, e: KsError | None) -> AssembleError:
         """Pass 2 only differs from pass 1 in restored targets/pool/data: try each alone."""
         base_lines = self._lines(pass1=True)
+        full = len(self._ks("\n".join(base_lines)))
         for i, st in enumerate(self.stmts):
             if st.text == st.text1:
                 continue
             trial = list(base_lines)
             trial[i] = f"{RESERVED_PREFIX}s{i}: {''.join(f'{lab}: ' for lab in st.labels)}{st.text}"
             try:
-                self._ks("\n".join(trial))
+                if len(self._ks("\n".join(trial))) < full:
+                    return self.err(st.line, f"syntax error in '{st.src}' (keystone silently discards "
+                                             "the whole program from here)")
             except KsError as e2:
                 return self.err(st.line, self._explain(e2, st.src))
-        return self.err(1, f"keystone rejected the program: {e}")
+        return self.err(1, f"keystone rejected the program: {e or 'no output'}")
 
     def _verify(self, prog: Program, addr: list[int], end: int, targets: dict, pools: dict) -> None:
         cs = _capstone()
@@ -997,6 +1085,14 @@ class _Assembler:
             raise self.err(st.line, f"'{st.src}' came out as '{text}'")
 
 
+def _find_magic(out: bytes) -> int:
+    magic = _MAGIC[0].to_bytes(8, "little") + _MAGIC[1].to_bytes(8, "little")
+    pos = out.find(magic)
+    while pos >= 0 and pos % 8:
+        pos = out.find(magic, pos + 1)
+    return pos
+
+
 def _last_imm(ins) -> int | None:
     imms = [o.imm for o in ins.operands if o.type == ARM64_OP_IMM]
     return (imms[-1] & _M64) if imms else None
@@ -1030,4 +1126,6 @@ def assemble(source: str, base: int, name: str = "<guest>",
     """
     if not isinstance(base, int) or base < 0 or base % 4 or base >= (1 << 64):
         raise AssembleError(name, 0, f"base {base!r} must be a 4-byte aligned address")
-    return _Assembler(source, base, name, defines, syscall_constants).run()
+    prog = _Assembler(source, base, name, defines, syscall_constants).run()
+    prog.layout                      # validate the layout now, so errors surface here
+    return prog

@@ -250,6 +250,16 @@ def test_defines():
         programs.load("nosuch")
 
 
+def test_layout_errors_point_at_the_constant():
+    with pytest.raises(AssembleError, match=r"touch\.S:\d+: bad layout: HEAP_BASE 0x20000001 is not page aligned"):
+        programs.load("touch", {"HEAP_BASE": 0x20000001})
+    with pytest.raises(AssembleError, match="overlaps"):
+        programs.load("touch", {"HEAP_BASE": programs.DEFAULT_BASE})
+    with pytest.raises(AssembleError, match="negative"):
+        programs.load("touch", {"NPAGES": -1})
+    assert "heap" not in programs.load("touch", {"NPAGES": 0}).layout
+
+
 def test_every_program_assembles_with_layout_and_docs():
     progs = programs.list_programs()
     assert {"touch", "threads", "loop", "stride", "bad_undef", "bad_jump", "bad_loop"} <= set(progs)
@@ -274,6 +284,21 @@ def test_every_program_assembles_with_layout_and_docs():
     assert set(programs.info("threads").params) == {"NPAGES", "NTHREADS", "THREAD_EXIT", "MAIN_WAIT"}
     assert set(programs.info("loop").params) == {"ITERS", "NPAGES"}
     assert set(programs.info("stride").params) == {"NPAGES", "PASSES", "STRIDE"}
+
+
+def test_load_file(tmp_path):
+    f = tmp_path / "mine.S"
+    f.write_text("// my guest\n.equ N, 3\n_start: mov x0, #N\n  mov x8, #SYS_exit\n  svc #0\n")
+    p = programs.load_file(f, {"N": 7})
+    assert p.name == "mine.S" and p.insns[p.entry] == "mov x0, #7" and p.svcs == [p.entry + 8]
+    assert MiniKernel(p).run() == 7
+    with pytest.raises(ValueError, match="no constant"):
+        programs.load_file(f, {"M": 1})
+    with pytest.raises(ValueError, match="cannot read"):
+        programs.load_file(tmp_path / "missing.S")
+    f.write_text("nop\nbogus x0\n")
+    with pytest.raises(AssembleError, match=r"^mine\.S:2: unknown instruction 'bogus'$"):
+        programs.load_file(f)
 
 
 def test_syscall_numbers():
@@ -388,6 +413,10 @@ def test_e2e_touch_stores_to_every_page_and_exits_0():
         assert k.u64(heap + i * 4096) == heap + i * 4096
     assert k.u64(heap + n * 4096 - 4096 + 8) == 0           # only one word per page
     assert k.u64(p.constants["STACK_TOP"] - 16) == 0
+
+
+def test_e2e_touch_zero_pages():
+    assert MiniKernel(programs.load("touch", {"NPAGES": 0})).run() == 0
 
 
 def test_e2e_loop_runs_k_iterations():
