@@ -8,8 +8,10 @@ this machine:
 
 * A branch/adr/tbz/cbz/ldr-literal to a *label or symbol* out of range does not raise:
   LLVM prints ``LLVM ERROR: fixup value out of range`` and **exits the process**.
-  So every target is first computed in a pass where the target is replaced by ``.``
-  (same size), range-checked, and only then assembled for real.
+  It also aborts for a branch at a misaligned address, even ``b .``. So every
+  PC-relative instruction is first replaced by ``nop`` (same size) in a layout pass
+  whose appended ``.quad`` table gives every label, constant and target; targets and
+  alignment are checked, and only then is the real program assembled.
 * The same with a *numeric* target (``b 0x10000000``) silently assembles to ``b #0``,
   and a label just out of range (``cbz`` at +1 MiB+4) silently wraps to a wrong target.
 * ``adrp`` is mis-assembled when base != 0 (the page comes out wrong); caught by the
@@ -41,7 +43,8 @@ this machine:
   ``.ltorg``/``.pool`` are rejected (the pool always goes at the end).
 * Supported data: ``.quad/.xword/.8byte/.dword``, ``.word/.long/.int/.4byte``,
   ``.hword/.short/.2byte``, ``.byte``, ``.space/.skip/.zero``, ``.fill``, ``.ascii``,
-  ``.asciz/.string``, ``.align N`` (= 2**N bytes), ``.balign``, ``.p2align``;
+  ``.asciz/.string``, ``.align N`` (= 2**N bytes), ``.balign``, ``.p2align`` (sizes and
+  alignments must be constant: numbers and .equ constants, at most 16 MiB / 64 KiB);
   ``.equ/.set/.equiv`` and ``NAME = expr``. Alignment is relative to ``base``, so use a
   page-aligned base. Comments: ``//``, ``/* */`` and lines starting with ``#``
   (C preprocessor directives are rejected: there is no cpp). ``;`` separates statements.
@@ -483,14 +486,6 @@ def _evaluate(expr: str, const) -> int | None:
     return binary(0)
 
 
-def _int_literal(text: str) -> int | None:
-    t = text.strip().lstrip("#").strip()
-    try:
-        return int(t, 0)
-    except ValueError:
-        return None
-
-
 def _branch_kind(mn: str, ops: list[str]) -> tuple[int, str] | None:
     """Index of the PC-relative operand and its kind, for instructions that have one."""
     if mn in ("b", "bl"):
@@ -656,6 +651,10 @@ class _Assembler:
 
     def _check_size(self, ln: int, d: str, args: list[str], src: str) -> None:
         vals = [self._eval(a) for a in args]
+        if None in vals:
+            # keystone hangs on some label-based sizes (".space x, x")
+            raise self.err(ln, f"'{src}': arguments must be constant expressions of numbers and "
+                               ".equ constants (no labels, '.', or forward label arithmetic)")
         if d in (".space", ".skip", ".zero", ".fill"):
             count = vals[0]
             if d == ".fill" and count is not None and len(vals) > 1:
@@ -710,9 +709,10 @@ class _Assembler:
         st.kind, st.mnemonic = "insn", mn
         ops = [o.strip() for o in _split_top(rest, ",")] if rest else []
         if mn == "udf":
-            v = _int_literal(rest) if len(ops) == 1 else None
+            expr = ops[0].lstrip("#") if len(ops) == 1 else ""
+            v = self._eval(expr) if _expr_ok(expr) else None
             if v is None or not 0 <= v <= 0xFFFF:
-                raise self.err(ln, f"udf needs one immediate 0..65535, got {rest!r}")
+                raise self.err(ln, f"udf needs one constant immediate 0..65535, got {rest!r}")
             st.udf = v
             st.text = st.text1 = f".word {v:#x}"
             return st
@@ -727,16 +727,14 @@ class _Assembler:
             self._check_expr(ln, target, part)
             self._check_defined(ln, target)
             st.target, st.target_kind = self._here(idx, target), kind
-            ops1 = list(ops)
-            ops1[i] = "."
-            st.text1 = f"{mn} {', '.join(ops1)}"
+            st.text1 = "nop"          # pass 1 has no PC-relative fixups at all (see run())
         elif mn == "ldr" and len(ops) == 2 and ops[1].startswith("="):
             expr = ops[1][1:].strip()
             self._check_expr(ln, expr, part)
             self._check_defined(ln, expr)
             st.pool = self._here(idx, expr)
             st.pool_width = 4 if ops[0].lower().startswith("w") else 8
-            st.text1 = f"ldr {ops[0]}, ."
+            st.text1 = "nop"
         return st
 
     def local_defs_name(self, idx: int, lab: str) -> str:
@@ -778,6 +776,10 @@ class _Assembler:
                     raise self.err(ln, ".inst takes one word per line here")
             for o in items:
                 self._check_expr(ln, o, st.src)
+                if width < 8 and not _idents(o) and not _HERE_RE.search(o):
+                    v = self._eval(o)
+                    if v is not None and not -(1 << (8 * width - 1)) <= v < (1 << (8 * width)):
+                        raise self.err(ln, f"value {o} does not fit in {width} byte(s) in '{st.src}'")
             items1 = []
             for k, o in enumerate(items):
                 if _idents(o) or _HERE_RE.search(o):
@@ -793,11 +795,14 @@ class _Assembler:
 
     # -- assembling -----------------------------------------------------------------------
     def _lines(self, pass1: bool) -> list[str]:
+        """One line per statement, each behind its own label. Pass 1 lines are followed by
+        the symbol table, pass 2 lines by the end label: keystone rejects a program whose
+        last statement is ``.space 0``."""
         out = []
         for i, st in enumerate(self.stmts):
             labs = "".join(f"{lab}: " for lab in st.labels)
             out.append(f"{RESERVED_PREFIX}s{i}: {labs}{st.text1 if pass1 else st.text}")
-        return out
+        return out if pass1 else out + [f"{RESERVED_PREFIX}end:"]
 
     def _ks(self, text: str) -> bytes:
         ks = Ks(KS_ARCH_ARM64, KS_MODE_LITTLE_ENDIAN)
@@ -881,6 +886,8 @@ class _Assembler:
             msg = f"invalid operand or immediate out of range in '{src}'"
         elif errno == 144:
             msg = f"undefined symbol in '{src}'"
+        elif errno == 129:
+            msg = f"value out of range in '{src}'"
         else:
             msg = f"{e} in '{src}'"
         if re.fullmatch(r"(cas|casp|swp|ld(add|clr|eor|set|smax|smin|umax|umin)|st(add|clr|eor|set|smax|smin|umax|umin))"
@@ -904,7 +911,9 @@ class _Assembler:
     def run(self) -> Program:
         self.parse()
         n = len(self.stmts)
-        # ---- pass 1: targets neutralised; a table of .quad values appended ----
+        # ---- pass 1 (layout): PC-relative instructions replaced by nop, sub-8-byte symbolic
+        # data by 0, and a table of .quad values appended after a magic marker: the address
+        # of every statement, the end, every label, constant, target, literal and datum ----
         entries: list[tuple[str, str, int, int]] = []   # (kind, expr, stmt index/-1, line)
         for i, st in enumerate(self.stmts):
             entries.append(("stmt", f"{RESERVED_PREFIX}s{i}", i, st.line))
@@ -993,17 +1002,12 @@ class _Assembler:
         if len(code) < end - self.base:
             raise self._locate_pass2(None)
         # the layout must be the same as in pass 1 (only neutralised statements may differ)
-        skip = [False] * (end - self.base)
         for i, st in enumerate(self.stmts):
             if st.target is not None or st.pool is not None or any(w < 8 for _, w in st.data):
-                nxt = addr[i + 1] if i + 1 < n else end
-                for o in range(addr[i] - self.base, nxt - self.base):
-                    skip[o] = True
-        for o in range(end - self.base):
-            if not skip[o] and code[o] != out1[o]:
-                ln = next((st.line for i, st in reversed(list(enumerate(self.stmts)))
-                           if addr[i] - self.base <= o), 1)
-                raise self.err(ln, f"internal error: byte at {self.base + o:#x} differs between passes")
+                continue
+            a, b = addr[i] - self.base, (addr[i + 1] if i + 1 < n else end) - self.base
+            if code[a:b] != out1[a:b]:
+                raise self.err(st.line, f"internal error: '{st.src}' assembled differently in the final pass")
 
         prog = Program(code=code, base=self.base, symbols=symbols,
                        entry=symbols.get("_start", self.base), constants=constants, name=self.name,
@@ -1013,8 +1017,11 @@ class _Assembler:
 
     def _locate_pass2(self, e: KsError | None) -> AssembleError:
         """Pass 2 only differs from pass 1 in restored targets/pool/data: try each alone."""
-        base_lines = self._lines(pass1=True)
-        full = len(self._ks("\n".join(base_lines)))
+        base_lines = self._lines(pass1=True) + [f"{RESERVED_PREFIX}end:"]
+        try:
+            full = len(self._ks("\n".join(base_lines)))
+        except KsError:
+            return self.err(1, f"keystone rejected the program: {e or 'no output'}")
         for i, st in enumerate(self.stmts):
             if st.text == st.text1:
                 continue

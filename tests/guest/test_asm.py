@@ -161,6 +161,8 @@ def test_udf_pseudo_instruction():
     assert p.code[4:8] == (0x2A).to_bytes(4, "little")
     assert p.insns[p.symbols["boom"]] == "udf #0x2a" and p.insns[BASE + 8] == "udf #0xffff"
     assert _err("nop\nudf #0x10000").line == 2
+    assert assemble(".equ U, 0x12\nudf #U + 1", BASE).insns[BASE] == "udf #0x13"
+    assert "does not fit" in _err("nop\n.word 1 << 40").message       # keystone emits nothing
     assert _err("udf x0").line == 1
     b = programs.load("bad_undef")
     assert b.insns[b.symbols["fault"]] == "udf #0xbad"
