@@ -24,9 +24,12 @@ class Ev(Enum):
 
 
 def _fmt_value(k: str, v) -> str:
-    if isinstance(v, int) and not isinstance(v, bool) and k in ("va", "pa", "xt", "value", "table", "desc"):
+    if isinstance(v, int) and not isinstance(v, bool) and k in _HEX_FIELDS:
         return f"{k}={v:#x}"
     return f"{k}={v}"
+
+
+_HEX_FIELDS = frozenset({"va", "pa", "xt", "value", "table", "desc", "asid", "pc"})
 
 
 class Trace:
@@ -47,6 +50,16 @@ class Trace:
     def format_text(self) -> str:
         lines = []
         for cycle, cpu, kind, f in self.records:
-            body = " ".join(_fmt_value(k, v) for k, v in f.items())
-            lines.append(f"{cycle:>12} cpu{cpu} {kind.value:<10} {body}")
+            if kind is Ev.TLBI:                  # the exact mnemonic, as a kernel developer writes it
+                rest = dict(f)
+                body = f"TLBI {rest.pop('op')} " + " ".join(_fmt_value(k, v) for k, v in rest.items())
+            elif kind is Ev.DSB:
+                body = f"DSB {f['barrier'].upper()}" + (f" completes={f['completes']}" if f["completes"] else "")
+            elif kind is Ev.ISB:
+                body = "ISB"
+            elif kind is Ev.MSR:
+                body = f"MSR {f['reg']}, {f['value']:#x}"
+            else:
+                body = " ".join(_fmt_value(k, v) for k, v in f.items())
+            lines.append(f"{cycle:>12} cpu{cpu} {kind.value:<10} {body}".rstrip())
         return "\n".join(lines)
