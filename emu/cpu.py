@@ -152,6 +152,8 @@ class Cpu:
         self.uc_flushes = 0
         self._fault: Fault | None = None
         self._fetch_looked_up: int | None = None
+        self._accesses_memory: dict[int, bool] = {}     # instrumented mode: per-PC decode cache
+        self._cs = None
         self._intr: int | None = None
         self._setup_unicorn()
 
@@ -206,6 +208,7 @@ class Cpu:
     def drop_code(self) -> None:
         """Forget all translated code (a code frame was written or reused)."""
         self.uc.ctl_flush_tb()
+        self._accesses_memory.clear()
 
     def watch_code_frame(self, pa: int) -> None:
         """Trap writes to a frame holding code so that other CPUs drop their translations."""
@@ -326,15 +329,28 @@ class Cpu:
         return True
 
     def _code_hook(self, uc, address, size, ud) -> None:
-        # Instrumented mode: every instruction looks up the ITLB, and Unicorn's TLB is
-        # emptied so that this instruction's data access reaches the model too.
+        # Instrumented mode: every instruction looks up the ITLB, and before an instruction
+        # that accesses memory Unicorn's TLB is emptied so that its data access reaches the model.
         self.insns += 1
         self.cycles += self.cost.base_cpi
         if self._fetch_looked_up == address & ~0xFFF:
             self._fetch_looked_up = None
         else:
             self.lookup(address, Access.FETCH, self.el)
-        self._uclib.uc_ctl(self._uch, _UC_TLB_FLUSH)
+        mem = self._accesses_memory.get(address)
+        if mem is None:
+            mem = self._accesses_memory[address] = self._decode_accesses_memory(address)
+        if mem:
+            self._uclib.uc_ctl(self._uch, _UC_TLB_FLUSH)
+
+    def _decode_accesses_memory(self, va: int) -> bool:
+        """Does the instruction at va load or store (a memory operand, or DC ZVA)?"""
+        from capstone import CS_ARCH_ARM64, CS_MODE_ARM, Cs
+        if self._cs is None:
+            self._cs = Cs(CS_ARCH_ARM64, CS_MODE_ARM)
+        for insn in self._cs.disasm(self._read_code(va), va, 1):
+            return "[" in insn.op_str or insn.mnemonic == "dc"
+        return True                     # undecodable: be safe, let its access reach the model
 
     def _intr_hook(self, uc, intno, ud) -> None:
         self._intr = intno
