@@ -507,3 +507,37 @@ def test_host_write_into_code_frame_is_seen():
     for c in m.cpus:
         c.run(100, pc=CODE)
         assert c.reg(0) == 42
+
+
+def test_translation_to_missing_memory_is_a_bus_error():
+    """A valid descriptor whose output address has no RAM behind it (but is inside the
+    PA size): the walk succeeds, the access is an external abort, never a crash."""
+    m = machine(1)
+    t = Tables(m)
+    load(m, t, touch_src(1))
+    t.map(DATA, pa=m.mem.size + 0x10000)
+    cpu = m.cpus[0]
+    switch_to(cpu, t)
+    cpu.set_el(0)
+    stop = cpu.run(100, pc=CODE)
+    assert stop.kind is StopKind.BUS_ERROR and stop.pc == CODE + 8
+    assert "UNMAPPED" in stop.detail
+
+
+def test_el0_cannot_touch_kernel_pages_el1_can_touch_user_pages():
+    m = machine(1)
+    t = Tables(m)
+    load(m, t, touch_src(1))
+    t.map(DATA, ap=0b00)                              # EL1 RW, EL0 none
+    cpu = m.cpus[0]
+    switch_to(cpu, t)
+    cpu.set_el(0)
+    stop = cpu.run(100, pc=CODE)
+    assert stop.kind is StopKind.FAULT and stop.fault.kind is FaultKind.PERMISSION and stop.fault.el == 0
+    t.map(DATA)                                       # EL0 RW; no TLBI: the old entry is still cached
+    assert cpu.run(100, pc=stop.pc).kind is StopKind.FAULT
+    cpu.tlbi(TLBIOp.VAE1, tlbi_operand(va=DATA, asid=ASID))
+    cpu.dsb("nsh")
+    assert cpu.run(100, pc=stop.pc).kind is StopKind.SVC
+    r = cpu.lookup(DATA, Access.WRITE, 1)             # v8.0, no PAN: EL1 may write a user page
+    assert r.__class__ is not Fault
