@@ -4,9 +4,8 @@ are tagged with ASID|ASID_USER), then pmap_remove on the active pmap flushes the
 cleaned the TLB so the teardown issues no VAE1IS at all."""
 from __future__ import annotations
 
-import keystone
-
 from emu.cpu import StopKind
+from guest.asm import assemble as guest_assemble
 from emu.frames import FrameKind
 from emu.walker import Access, Fault, FaultKind, Translation
 from pmap_py import PROT_EXEC, PROT_READ, PROT_WRITE
@@ -30,9 +29,7 @@ SRC = f"""
 
 
 def assemble(src):
-    ks = keystone.Ks(keystone.KS_ARCH_ARM64, keystone.KS_MODE_LITTLE_ENDIAN)
-    enc, _ = ks.asm(src, CODE_VA)
-    return bytes(enc)
+    return guest_assemble(src, CODE_VA).code
 
 
 def setup(trace=None):
