@@ -22,7 +22,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from unicorn import (UC_ARCH_ARM64, UC_HOOK_INTR, UC_HOOK_TLB_FILL, UC_MODE_ARM, UC_PROT_ALL,
-                     UC_TLB_VIRTUAL, Uc, UcError)
+                     UC_TLB_VIRTUAL, Uc)
 from unicorn import arm64_const as A
 
 from emu.cpu import SENTINEL, StopKind

@@ -11,7 +11,7 @@ from .descriptors import AP_RO_ALL, AP_RW_ALL, describe, level_index
 from .frames import FrameAllocator
 from .pagetables import UserTables
 from .physmem import PhysMem, PhysMemError
-from .sysregs import TCR, make_ttbr, openbsd_tcr
+from .sysregs import make_ttbr, openbsd_tcr
 from .walker import Access, Fault, Regime, check_access, perms_str, walk
 
 

@@ -24,11 +24,11 @@ from unicorn import (UC_ARCH_ARM64, UC_ERR_EXCEPTION, UC_ERR_FETCH_UNMAPPED, UC_
                      UC_TLB_VIRTUAL, Uc, UcError)
 from unicorn import arm64_const as A
 
-from .sysregs import SCTLR_M, SysReg, TCR, openbsd_tcr
+from .sysregs import SCTLR_M, SysReg, openbsd_tcr
 from .tlb import SetAssocTLB, TLBHierarchy, WalkCache
 from .tlbi import Scope, TLBIOp, tlbi_asid, tlbi_va
 from .trace import Ev
-from .walker import Access, Fault, FaultKind, Regime, Translation, perm_bit, walk, walk_l3
+from .walker import Access, Fault, FaultKind, Regime, Translation, walk, walk_l3
 
 # emu_start's `until`: a VA in the hole between the ranges, never a real instruction.
 # Unicorn translates the page of until-1 when emulation ends (unicorn-notes §0).
@@ -416,7 +416,7 @@ class Cpu:
     def tlbi(self, op: TLBIOp, xt: int = 0) -> None:
         """Issue a TLBI. It takes effect on every CPU it reaches when this CPU's next DSB
         completes it (a TLBI is only guaranteed complete after a DSB)."""
-        as16 = TCR.decode(self.tcr).as16
+        as16 = self.regime.tcr.as16
         scope = op.scope
         va = tlbi_va(xt) if scope in (Scope.VA, Scope.VAA) else 0
         asid = tlbi_asid(xt, as16) if scope in (Scope.VA, Scope.ASID) else 0

@@ -7,7 +7,6 @@ L3 table cached it reads 1.
 import pytest
 
 from emu.cpu import StopKind
-from emu.descriptors import AP_RW_ALL
 from emu.machine import BudgetExceeded, Machine
 from emu.sysregs import SysReg, make_ttbr
 from emu.tlbi import TLBIOp, tlbi_operand

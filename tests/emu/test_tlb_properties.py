@@ -9,7 +9,7 @@ writes on a small two-CPU machine, checking after every step that
 """
 import hypothesis.strategies as st
 from hypothesis import HealthCheck, settings
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from unicorn import UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE
 
 from emu.cores import load_preset

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from emu.descriptors import (AP_RO_ALL, AP_RW_ALL, ATTR_AF, ATTR_nG, ATTR_PXN, ATTR_UXN, SH_INNER,
-                             desc_ap, desc_attrindx, desc_sh)
+                             desc_ap)
 from emu.frames import FrameKind
 from emu.sysregs import openbsd_tcr
 from emu.trace import Ev
