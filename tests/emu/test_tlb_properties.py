@@ -168,5 +168,5 @@ class TLBMachine(RuleBasedStateMachine):
 
 
 TestTLBStateful = TLBMachine.TestCase
-TestTLBStateful.settings = settings(max_examples=40, stateful_step_count=40, deadline=None,
+TestTLBStateful.settings = settings(max_examples=200, stateful_step_count=50, deadline=None,
                                     suppress_health_check=[HealthCheck.too_slow])
