@@ -22,6 +22,7 @@ from unicorn import (UC_ARCH_ARM64, UC_ERR_EXCEPTION, UC_ERR_FETCH_UNMAPPED, UC_
                      UC_ERR_WRITE_UNMAPPED, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR,
                      UC_HOOK_MEM_WRITE, UC_HOOK_TLB_FILL, UC_MODE_ARM, UC_PROT_ALL, UC_PROT_EXEC,
                      UC_TLB_VIRTUAL, Uc, UcError)
+import numpy as np
 from unicorn import arm64_const as A
 
 from .sysregs import SCTLR_M, SysReg, openbsd_tcr
@@ -78,8 +79,6 @@ def _emu_counter_offset() -> int | None:
     counter; reading it gives an exact count when a quantum ends early (SVC, fault).
     """
     import mmap
-
-    import numpy as np
     buf = mmap.mmap(-1, 0x4000, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     arr = np.frombuffer(buf, dtype=np.uint32)
     add, svc = 0x91000400, 0xD4000001                    # add x0, x0, #1 ; svc #0
@@ -129,6 +128,7 @@ class Cpu:
         self.cycles = 0
         self.insns = 0
         self.el = 1
+        self._el_set = False                 # Unicorn's PSTATE not yet written by set_el
         self.instrument = machine.instrument
         self.spec_rate = SPECULATION_RATES[machine.speculate] / 1000.0
         self._spec_credit = 0.0
@@ -514,7 +514,6 @@ class Cpu:
 
     def _random_reachable_va(self) -> int | None:
         """A VA whose walk reaches a valid leaf, chosen by a random descent of the tables."""
-        import numpy as np
         regime = self.regime
         sels = [s for s in (0, 1) if not regime.epd[s] and not regime.base_fault[s]]
         if not sels:
@@ -549,7 +548,7 @@ class Cpu:
     # ------------------------------------------------------------------ running guest code
     def set_el(self, el: int) -> None:
         """Switch the exception level Unicorn runs at (EL0 user code, EL1 kernel code)."""
-        if el == self.el and getattr(self, "_el_set", False):
+        if el == self.el and self._el_set:
             return
         self.uc.reg_write(A.UC_ARM64_REG_PSTATE, 0x3C5 if el == 1 else 0x0)
         # a CP_REG write makes Unicorn rebuild its cached hflags (unicorn-notes §4)

@@ -16,11 +16,12 @@ from dataclasses import asdict, dataclass
 
 from guest.programs import load
 from guest.syscalls import Sys
-from pmap_py import PROT_EXEC, PROT_READ, PROT_WRITE, pmap_bootstrap
+from pmap_py import pmap_bootstrap
 
 from .cpu import StopKind
 from .frames import FrameKind
 from .machine import Machine
+from .scenario import map_program
 
 PATHS = (
     ("legacy", "1.58", "reaper removes every page, 4 VAE1IS each (pmap.c 1.58, 2018)"),
@@ -56,15 +57,7 @@ def run_path(path: str, revision: str, pages: int, ncpus: int, core: str, seed: 
     prog = load("touch", {"NPAGES": pages})
     pm = ps.pmap_create(cpu)
     regions = prog.layout
-    user_frames = []
-    for name, reg in regions.items():
-        prot = PROT_READ | PROT_EXEC if name == "code" else PROT_READ | PROT_WRITE
-        for off in range(0, reg.size, 4096):
-            pa = m.frames.alloc(FrameKind.USER, owner=pm)
-            user_frames.append(pa)
-            if name == "code":
-                m.load_code(pa, prog.code[off:off + 4096], prog.barriers)
-            ps.pmap_enter(cpu, pm, reg.start + off, pa, prot)
+    user_frames = map_program(m, ps, cpu, pm, prog)
     ps.pmap_activate(cpu, pm)
     ps.pmap_userret(cpu)
     pc = prog.entry
