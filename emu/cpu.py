@@ -1,5 +1,5 @@
 """One CPU: a Unicorn instance in virtual-TLB mode whose every translation is served
-by our TLB model (DESIGN.md §2; unicorn-notes.md §0-§4, §10).
+by our TLB model (docs/hardware.md; docs/unicorn.md).
 
 Unicorn's own TLB is only a cache of the model's: the fill hook asks the model (hit, or
 walk and fill) and Unicorn's TLB is flushed whenever the model loses an entry
@@ -32,7 +32,7 @@ from .trace import Ev
 from .walker import Access, Fault, FaultKind, Regime, Translation, walk, walk_l3
 
 # emu_start's `until`: a VA in the hole between the ranges, never a real instruction.
-# Unicorn translates the page of until-1 when emulation ends (unicorn-notes §0).
+# Unicorn translates the page of until-1 when emulation ends (docs/unicorn.md §Setup).
 SENTINEL = 0x0001_0000_0000_0000
 SENTINEL_PAGE = (SENTINEL - 1) & ~0xFFF
 
@@ -160,7 +160,7 @@ class Cpu:
     # ------------------------------------------------------------------ Unicorn
     def _setup_unicorn(self) -> None:
         uc = self.uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
-        uc.ctl_set_page_size(4096)                      # must come first (unicorn-notes §0)
+        uc.ctl_set_page_size(4096)                      # must come first (docs/unicorn.md §Setup)
         uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
         uc.mem_map_ptr(0, self.mem.size, UC_PROT_ALL, self.mem.address)
         from unicorn.unicorn_py3.unicorn import uclib
@@ -551,7 +551,7 @@ class Cpu:
         if el == self.el and self._el_set:
             return
         self.uc.reg_write(A.UC_ARM64_REG_PSTATE, 0x3C5 if el == 1 else 0x0)
-        # a CP_REG write makes Unicorn rebuild its cached hflags (unicorn-notes §4)
+        # a CP_REG write makes Unicorn rebuild its cached hflags (docs/unicorn.md §EL0)
         self.uc.reg_write(A.UC_ARM64_REG_CP_REG, (13, 0, 3, 3, 2, self.uc.reg_read(A.UC_ARM64_REG_TPIDR_EL0)))
         self.el = el
         self._el_set = True

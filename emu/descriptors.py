@@ -1,4 +1,4 @@
-"""VMSAv8-64 stage-1 descriptor bit layouts, 4 KB granule (armv8-mmu.md §1.3).
+"""VMSAv8-64 stage-1 descriptor bit layouts, 4 KB granule (docs/hardware.md §Descriptors).
 
 Small pure functions: the walker decodes with the same constants the OS layer
 encodes with, so that both read like the Arm ARM tables.
@@ -39,7 +39,7 @@ TABLE_ATTRS = PXN_TABLE | UXN_TABLE | AP_TABLE0 | AP_TABLE1
 OA_MASK = ((1 << 48) - 1) & ~0xFFF   # bits[47:12]
 HIGH_OA_MASK = 0xF << 48              # bits[51:48]: RES0 with a 48-bit OA, address-size checked
 
-# AP[2:1] values (armv8-mmu.md §1.4)
+# AP[2:1] values (docs/hardware.md §Descriptors)
 AP_RW_EL1 = 0b00              # EL1 RW, EL0 none
 AP_RW_ALL = 0b01              # EL1 RW, EL0 RW
 AP_RO_EL1 = 0b10              # EL1 RO, EL0 none

@@ -3,7 +3,7 @@
 CPUs advance in quanta, always the CPU with the lowest cycle clock first (ties by
 index), so a run is deterministic for a given seed. The machine also keeps translated
 code coherent: when a frame that held code is written or reused, every CPU drops its
-translated blocks, so no CPU runs stale code (unicorn-notes §1).
+translated blocks, so no CPU runs stale code (docs/unicorn.md §Shared memory).
 """
 from __future__ import annotations
 

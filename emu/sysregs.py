@@ -1,4 +1,4 @@
-"""System registers the MMU depends on: TCR_EL1, TTBRn_EL1, SCTLR_EL1 (armv8-mmu.md §1.7-1.8).
+"""System registers the MMU depends on: TCR_EL1, TTBRn_EL1, SCTLR_EL1 (docs/hardware.md §System registers).
 
 Encodings as (op0, op1, CRn, CRm, op2); Unicorn's CP_REG tuple is (crn, crm, op0, op1, op2).
 """

@@ -1,4 +1,4 @@
-"""TLB maintenance operations at EL1 (armv8-mmu.md §3): encodings, operands, scope.
+"""TLB maintenance operations at EL1 (docs/hardware.md §TLBI scopes): encodings, operands, scope.
 
 A TLBI is `SYS #op1, C8, Cm, #op2, Xt`; CRm selects local (0111) or Inner
 Shareable broadcast (0011); op2 selects the scope.

@@ -1,4 +1,4 @@
-"""VMSAv8-64 stage-1 table walker, EL1&0 regime, 4 KB granule (DESIGN.md §2, §7).
+"""VMSAv8-64 stage-1 table walker, EL1&0 regime, 4 KB granule (docs/hardware.md §Walker).
 
 `walk` follows the descriptors for one VA and returns either a Translation (the
 leaf, with effective permissions for both ELs after the hierarchical table bits)
@@ -36,7 +36,7 @@ class FaultKind(Enum):
     EXTERNAL = "external-abort-on-walk"
 
 
-# DFSC/IFSC = base + level (armv8-mmu.md §1.10)
+# DFSC/IFSC = base + level (docs/hardware.md §Faults)
 FSC_BASE = {
     FaultKind.ADDRESS_SIZE: 0x00,
     FaultKind.TRANSLATION: 0x04,
@@ -310,7 +310,7 @@ def check_access(tr: Translation, access: Access, el: int) -> Fault | None:
 
 def translate(mem: PhysMem, va: int, access: Access, el: int, ttbr0: int, ttbr1: int, tcr: int | TCR,
               sctlr: int = SCTLR_M, parange_bits: int = 44) -> Translation | Fault:
-    """Translate one VA for one access at EL0 or EL1: the walker API of DESIGN.md §7."""
+    """Translate one VA for one access at EL0 or EL1: the walker API of docs/hardware.md §Walker."""
     regime = Regime(ttbr0, ttbr1, tcr, sctlr, parange_bits)
     r = walk(mem, regime, va)
     if isinstance(r, Fault):

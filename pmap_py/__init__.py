@@ -1,4 +1,4 @@
-"""The OS layer: OpenBSD arm64 pmap on emulated page tables (DESIGN.md §3)."""
+"""The OS layer: OpenBSD arm64 pmap on emulated page tables (docs/openbsd-exit-path.md)."""
 from .asid import ASID_USER, PMAP_ASID_MASK, PMAP_MAX_NASID, AsidAllocator
 from .pmap import (ENOMEM, PMAP_CANFAIL, PMAP_WIRED, PROT_EXEC, PROT_MASK, PROT_NONE, PROT_READ,
                    PROT_WRITE, VM_MAXUSER_ADDRESS, VM_MIN_KERNEL_ADDRESS, Pmap, PmapError, PmapSystem,

@@ -1,6 +1,6 @@
 """OpenBSD arm64 pmap (sys/arch/arm64/arm64/pmap.c 1.113) on real page tables.
 
-Reference: shared/reference/openbsd-exit-path.md §1-3 and §7. Function names are
+Reference: docs/openbsd-exit-path.md (its pmap sections and §Counts). Function names are
 OpenBSD's; each takes the Cpu of the calling thread first (``curcpu()``), and every
 TTBR write, TLBI, DSB and ISB is issued on that Cpu so it is counted in
 ``cpu.events`` and costed. Kernel work (descriptor writes, table-page allocation and

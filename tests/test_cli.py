@@ -1,5 +1,5 @@
 """The armmu command: output checked against hand-computed values, bad input gets exit code 2
-and one line on stderr. Counts follow reference/openbsd-exit-path.md §7 with N = mapped
+and one line on stderr. Counts follow docs/openbsd-exit-path.md §Counts with N = mapped
 pages = heap pages + 1 code page + 1 stack page."""
 import json
 import subprocess

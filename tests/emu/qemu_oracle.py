@@ -1,6 +1,6 @@
 """QEMU's own AArch64 stage-1 walker (Unicorn 2.1.4 = QEMU 5.0, UC_TLB_CPU mode) as a test oracle.
 
-How the oracle gets answers out of QEMU (unicorn-notes.md §5, Snippet B):
+How the oracle gets answers out of QEMU (docs/unicorn.md §QEMU's walker as an oracle):
 
 * Read / write at EL0 and EL1: the AT instructions (AT S1E1R, S1E1W, S1E0R, S1E0W) followed by
   ISB; MRS Xt, PAR_EL1. The problem: AT only walks when SCTLR_EL1.M = 1, and at EL1 the stub's own
@@ -14,7 +14,7 @@ How the oracle gets answers out of QEMU (unicorn-notes.md §5, Snippet B):
   real TLB-fill path through `uc_vmem_translate(uc, va, UC_PROT_EXEC, &pa)` (exported by
   libunicorn 2.1.4, not wrapped by the binding; called via ctypes). It translates for the CPU's
   current mmu_idx, so PSTATE is switched to EL1h or EL0t first (PSTATE write + one CP_REG write,
-  which rebuilds QEMU's cached hflags, unicorn-notes.md §4), and Unicorn's TLB is flushed before
+  which rebuilds QEMU's cached hflags, docs/unicorn.md §EL0), and Unicorn's TLB is flushed before
   every probe (it consults the TLB first). It only says pass/fail (+ PA): the fault status of a
   fetch fault is derived from the AT results of the same VA and EL (the walk is the same; see
   `fetch_result`).
@@ -30,7 +30,7 @@ HCR_EL2.RW = 1 (EL1 is AArch64; VM/TGE/E2H = 0: no stage 2), MAIR_EL1 = a fixed 
 distinct attribute bytes, PSTATE = EL3h.
 
 Instruction words are hand-encoded and checked with capstone by tests/emu/test_walker_qemu.py
-(keystone mis-encodes some system instructions, unicorn-notes.md §8).
+(keystone mis-encodes some system instructions, docs/unicorn.md §Pitfalls).
 """
 from __future__ import annotations
 
@@ -144,10 +144,10 @@ class QemuOracle:
             raise ValueError("physical memory overlaps the oracle's scratch window")
         self.mem = mem
         uc = self.uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
-        uc.ctl_set_page_size(4096)                      # must come first (unicorn-notes §0)
+        uc.ctl_set_page_size(4096)                      # must come first (docs/unicorn.md §Setup)
         uc.ctl_set_tlb_mode(UC_TLB_CPU)
         uc.mem_map_ptr(0, mem.size, UC_PROT_ALL, mem.address)
-        # scratch: keep a reference, Unicorn does not (unicorn-notes §0)
+        # scratch: keep a reference, Unicorn does not (docs/unicorn.md §Setup)
         self._scratch_map = mmap.mmap(-1, SCRATCH_SIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self.scratch = np.frombuffer(self._scratch_map, dtype=np.uint8)
         self._s64 = self.scratch.view(np.uint64)
@@ -177,7 +177,7 @@ class QemuOracle:
 
     def _set_el(self, pstate: int) -> None:
         self.uc.reg_write(UC_ARM64_REG_PSTATE, pstate)
-        self._cp(_TPIDR_EL0, 0)                         # any CP_REG write rebuilds hflags (notes §4)
+        self._cp(_TPIDR_EL0, 0)                         # any CP_REG write rebuilds hflags (docs/unicorn.md §EL0)
 
     def _on_intr(self, uc, intno, _ud):
         self.intr.append((intno, uc.reg_read(UC_ARM64_REG_PC)))

@@ -1,4 +1,4 @@
-"""Core presets: built-ins match the reference (armv8-mmu.md §4.1/§4.4), every number
+"""Core presets: built-ins match the reference (docs/cost-presets.md), every number
 has a source, inheritance works, and every bad input gives one clear PresetError."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from emu.cores import (COST_DOC, COST_FIELDS, DEFAULT_CORE, CorePreset, CostTabl
 
 BUILTINS = ["cortex-a53", "cortex-a72", "cortex-a76", "neoverse-n1"]
 
-# (entries, ways, max_block_shift) per TLB: armv8-mmu.md §4.1 and the TRMs it cites
+# (entries, ways, max_block_shift) per TLB: docs/cost-presets.md and the TRMs it cites
 EXPECTED_TLBS = {
     "cortex-a53": {"l1i": (10, 10, 20), "l1d": (10, 10, 20), "l2": (512, 4, 29),
                    "walk_cache": (64, 4, None)},
@@ -26,7 +26,7 @@ EXPECTED_TLBS = {
                     "walk_cache": (64, 4, None)},
 }
 
-# armv8-mmu.md §4.4 (N1/A76-class); A53/A72 use 5 for the L2 TLB hit (§4.4 note)
+# docs/cost-presets.md (an N1/A76-class table); A53/A72 use 5 for the L2 TLB hit
 N1_COSTS = dict(l1_tlb_hit=0, l2_tlb_hit=3, walk_cache_hit=2, descriptor_read=10,
                 exception_entry=50, tlbi_local=5, tlbi_broadcast=10, dsb_local=20,
                 dsb_ish_base=500, dsb_ish_per_cpu=20, dsb_ishst=15, dsb_idle=15, isb=12,

@@ -1,5 +1,5 @@
 """Per-operation counts of TLBI / DSB / ISB / TTBR writes against
-openbsd-exit-path.md §2, §3 and §7. Every count is taken on the calling CPU; the
+docs/openbsd-exit-path.md §TLB helpers, §Exit-path entry points and §Counts. Every count is taken on the calling CPU; the
 other CPU must issue nothing."""
 from __future__ import annotations
 
