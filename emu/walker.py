@@ -103,6 +103,7 @@ class Translation:
     refs: int = 0         # how many TLB structures hold this entry (TLB bookkeeping)
     speculative: bool = False
     fill_cycle: int = 0
+    stale: bool = False   # set by the checker: its frame changed owner; a TLB hit reports it
 
     # derived fields: properties, so that the hot path builds fewer attributes
     @property
