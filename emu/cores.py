@@ -7,8 +7,10 @@ data); a user may pass the path of their own file. Layout::
 
     [core]
     name = "..."  description = "..."  freq_ghz = 2.0  asid_bits = 16
-    [core.source]                   # provenance, one string per numeric key
-    freq_ghz = "..."  asid_bits = "..."
+    repeat_tlbi = false             # TLBI-repeat erratum: every TLBI issued twice
+    ci_flush_bp = "cpu_flush_bp_noop"   # or "cpu_flush_bp_psci" (no CSV2: SMC per switch)
+    [core.source]                   # provenance, one string per key except name/description
+    freq_ghz = "..."  asid_bits = "..."  repeat_tlbi = "..."  ci_flush_bp = "..."
 
     [tlb.l1i] / [tlb.l1d] / [tlb.l2]
     entries = 48  ways = 48  replacement = "lru"  max_block_shift = 20
@@ -83,7 +85,14 @@ COST_DOC: dict[str, str] = {
     "spin_wait_iteration": "one iteration of a busy-wait loop (e.g. waiting for pm_active)",
     "syscall_entry": "kernel syscall dispatch on top of exception_entry",
     "tlbi_vmalle1is_extra": "extra issue cost of TLBI VMALLE1IS over other broadcast TLBIs",
+    "flush_bp_psci": "cpu_flush_bp_psci: the firmware call (SMC, SMCCC_ARCH_WORKAROUND_1) "
+                     "pmap_setttb makes on every context switch on cores without CSV2",
+    "icache_sync_page": "cpu_icache_sync_range over one 4 KB page (DC CVAU + IC IVAU per "
+                        "line, DSB, ISB) when a page is first mapped executable",
 }
+
+# Values of core.ci_flush_bp: OpenBSD arm64 cpu.c, cpu_mitigate_spectre_v2().
+FLUSH_BP = ("cpu_flush_bp_noop", "cpu_flush_bp_psci")
 
 
 class PresetError(ValueError):
@@ -135,6 +144,8 @@ class CostTable:
     spin_wait_iteration: int
     syscall_entry: int
     tlbi_vmalle1is_extra: int
+    flush_bp_psci: int
+    icache_sync_page: int
 
     def dsb_ish(self, other_cpus: int) -> int:
         """Cost of a DSB ISH that completes at least one broadcast TLBI."""
@@ -157,6 +168,8 @@ class CorePreset:
     walk_cache: TlbGeometry
     cost: CostTable
     sources: dict[str, str] = field(hash=False, compare=False)  # "cost.isb" -> provenance
+    repeat_tlbi: bool = False               # ARM64_WORKAROUND_REPEAT_TLBI: tlbi; dsb ish; tlbi
+    ci_flush_bp: str = "cpu_flush_bp_noop"  # what pmap_setttb's ci_flush_bp() does
     path: str = field(default="", compare=False)
 
     def cycles_to_us(self, cycles: int | float) -> float:
@@ -165,8 +178,8 @@ class CorePreset:
 
 # ---------------------------------------------------------------- schema
 
-_CORE_KEYS = ("name", "description", "freq_ghz", "asid_bits")
-_CORE_SOURCED = ("freq_ghz", "asid_bits")
+_CORE_KEYS = ("name", "description", "freq_ghz", "asid_bits", "repeat_tlbi", "ci_flush_bp")
+_CORE_SOURCED = ("freq_ghz", "asid_bits", "repeat_tlbi", "ci_flush_bp")
 _TLB_KEYS = ("entries", "ways", "replacement", "max_block_shift")
 _WALK_KEYS = ("entries", "ways", "replacement")
 _TOP_KEYS = ("inherit", "core", "tlb", "cost")
@@ -362,6 +375,12 @@ def _validate(raw: dict, label: str, strict_sources: bool) -> list[str]:
             a = sec.get("asid_bits")
             if "asid_bits" in sec and not (_is_int(a) and a in ASID_BITS):
                 errs.append(f"core.asid_bits must be 8 or 16, got {a!r}")
+            r = sec.get("repeat_tlbi")
+            if "repeat_tlbi" in sec and not isinstance(r, bool):
+                errs.append(f"core.repeat_tlbi must be true or false, got {r!r}")
+            b = sec.get("ci_flush_bp")
+            if "ci_flush_bp" in sec and b not in FLUSH_BP:
+                errs.append(f"core.ci_flush_bp must be one of {', '.join(FLUSH_BP)}, got {b!r}")
         elif section == "cost":
             for k in COST_FIELDS:
                 if k not in sec:
@@ -420,6 +439,7 @@ def load_preset(name_or_path: str | Path = DEFAULT_CORE) -> CorePreset:
     return CorePreset(
         name=core["name"], description=core["description"],
         freq_ghz=float(core["freq_ghz"]), asid_bits=core["asid_bits"],
+        repeat_tlbi=core["repeat_tlbi"], ci_flush_bp=core["ci_flush_bp"],
         l1i=_geometry(tlb["l1i"]), l1d=_geometry(tlb["l1d"]), l2=_geometry(tlb["l2"]),
         walk_cache=_geometry(tlb["walk_cache"]),
         cost=CostTable(**{k: raw["cost"][k] for k in COST_FIELDS}),

@@ -1,4 +1,5 @@
-"""ASID allocator of OpenBSD's arm64 pmap (pmap.c 1.113): pairs, generations, rollover.
+"""ASID allocators of OpenBSD's arm64 pmap: pmap.c 1.113's pairs with generations and
+rollover (AsidAllocator), and pmap.c 1.58's random CAS allocator (RandomAsidAllocator).
 
 * ``pm_asid`` = ASID (low 16 bits, always even) | generation (multiples of 65536).
   The even ASID tags entries filled while in the kernel, ``ASID | ASID_USER`` those
@@ -27,18 +28,16 @@ class AsidError(RuntimeError):
     """An ASID invariant OpenBSD asserts with KASSERT was violated."""
 
 
-class AsidAllocator:
+class AsidBitmap:
+    """``uint32_t pmap_asid[PMAP_MAX_NASID / 32]``: two adjacent bits per pmap."""
+
     def __init__(self, nasid: int, rng: random.Random):
-        if nasid not in (256, PMAP_MAX_NASID):
-            raise ValueError(f"pmap_nasid must be 256 or 65536, not {nasid}")
         self.pmap_nasid = nasid
         self.pmap_asid = [0] * (PMAP_MAX_NASID // WORD_BITS)   # uint32 words
-        self.pmap_asid_gen = PMAP_MAX_NASID
         self.rng = rng
         self.rollovers = 0
         self.pmap_asid[0] |= 3                                   # pair 0/1: the kernel
 
-    # ------------------------------------------------------------------ bitmap
     def bits(self, asid: int) -> int:
         """The two bits of the pair starting at (even) `asid`: 0 = free, 3 = used."""
         return (self.pmap_asid[asid // WORD_BITS] >> (asid & (WORD_BITS - 1))) & 3
@@ -55,6 +54,16 @@ class AsidAllocator:
     def used_pairs(self) -> list[int]:
         """Even ASIDs whose pair is marked used (for tests and debugging)."""
         return [a for a in range(0, self.pmap_nasid, 2) if self.bits(a)]
+
+
+class AsidAllocator(AsidBitmap):
+    """pmap.c 1.113: pairs, generations, rollover; allocated by pmap_setttb."""
+
+    def __init__(self, nasid: int, rng: random.Random):
+        if nasid not in (256, PMAP_MAX_NASID):
+            raise ValueError(f"pmap_nasid must be 256 or 65536, not {nasid}")
+        super().__init__(nasid, rng)
+        self.pmap_asid_gen = PMAP_MAX_NASID
 
     # ------------------------------------------------------------------ OpenBSD functions
     def pmap_find_asid(self, pm) -> int:
@@ -113,4 +122,47 @@ class AsidAllocator:
         if pm.pm_asid & ~PMAP_ASID_MASK != self.pmap_asid_gen:
             return False
         self._clear(pm.pm_asid & PMAP_ASID_MASK)
+        return True
+
+
+class RandomAsidAllocator(AsidBitmap):
+    """pmap.c 1.58's allocator: called from pmap_pinit, one random even ASID out of
+    NUM_ASID = 65536 claimed with atomic_cas_uint, retried until it sticks. There are no
+    generations and no rollover: with every pair taken OpenBSD loops forever, so here a
+    full bitmap (or an implausibly long run of collisions) raises AsidError instead."""
+
+    NUM_ASID = PMAP_MAX_NASID
+    MAX_TRIES = 1 << 20         # P(miss a free pair) < e^-32 while one of 32767 is free
+
+    def __init__(self, rng: random.Random):
+        super().__init__(self.NUM_ASID, rng)   # pair 0 marked so `asid == 0` is never chosen
+        self.pmap_asid_gen = 0                  # no generations: pm_asid is the bare ASID
+        self.npairs_used = 0
+
+    def pmap_allocate_asid(self, cpu, pm, curpms=None) -> None:
+        """do { asid = arc4random() & (NUM_ASID - 2) } while (asid == 0 || used);
+        atomic_cas_uint claims the pair (one atomic, charged as an uncontended lock)."""
+        if self.npairs_used >= self.NUM_ASID // 2 - 1:
+            raise AsidError(f"pmap_allocate_asid (pmap.c 1.58): all {self.NUM_ASID // 2 - 1} ASID "
+                            "pairs are in use; OpenBSD would spin forever in its arc4random/CAS loop")
+        cpu.charge(cpu.cost.lock_acquire, "lock_acquire")       # atomic_cas_uint
+        for _ in range(self.MAX_TRIES):
+            asid = self.arc4random() & (self.NUM_ASID - 2)
+            if asid != 0 and self.bits(asid) == 0:
+                self._set(asid)
+                self.npairs_used += 1
+                pm.pm_asid = asid
+                cpu.charge(0, "asids_allocated")
+                return
+        raise AsidError(f"pmap_allocate_asid (pmap.c 1.58): no free ASID pair found in "
+                        f"{self.MAX_TRIES} random tries ({self.npairs_used} pairs in use); "
+                        "OpenBSD would keep spinning")
+
+    def release(self, pm) -> bool:
+        """The bitmap half of 1.58's pmap_free_asid: the CAS loop clears the pair."""
+        asid = pm.pm_asid & PMAP_ASID_MASK
+        if self.bits(asid) == 0:
+            raise AsidError(f"pmap_free_asid: ASID {asid} of {pm} is not allocated")
+        self._clear(asid)
+        self.npairs_used -= 1
         return True
