@@ -26,8 +26,8 @@ import numpy as np
 from unicorn import arm64_const as A
 
 from .sysregs import SCTLR_M, SysReg, openbsd_tcr
-from .tlb import SetAssocTLB, TLBHierarchy, WalkCache
-from .tlbi import Scope, TLBIOp, tlbi_asid, tlbi_va
+from .tlb import SetAssocTLB, TLBHierarchy, TLBIRun, WalkCache
+from .tlbi import Scope, TLBIOp, dsb_option, tlbi_asid, tlbi_va
 from .trace import Ev
 from .walker import Access, Fault, FaultKind, Regime, Translation, walk, walk_l3
 
@@ -241,7 +241,7 @@ class Cpu:
         else:
             e = tlb.l2.lookup(va, asid)
             if e is not None:
-                l1.insert(e)
+                l1.insert(e, va)
                 self.cycles += self.cost.l2_tlb_hit
                 if tlb.lost:
                     self._uc_flush()
@@ -292,11 +292,11 @@ class Cpu:
             for level, table_pa, tattrs in r.tables:
                 tlb.walk_cache.insert(va, level, table_pa, tattrs, asid)
         r.fill_cycle = self.cycles
-        tlb.l2.insert(r)
+        tlb.l2.insert(r, va)
         if speculative:
             r.speculative = True
         else:
-            (tlb.itlb if fetch else tlb.dtlb).insert(r)
+            (tlb.itlb if fetch else tlb.dtlb).insert(r, va)
             self.recent[self._recent_i & 15] = va
             self._recent_i += 1
         if trace is not None:
@@ -414,59 +414,171 @@ class Cpu:
         return self.regime.asid
 
     def tlbi(self, op: TLBIOp, xt: int = 0) -> None:
-        """Issue a TLBI. It takes effect on every CPU it reaches when this CPU's next DSB
-        completes it (a TLBI is only guaranteed complete after a DSB)."""
-        as16 = self.regime.tcr.as16
-        scope = op.scope
-        va = tlbi_va(xt) if scope in (Scope.VA, Scope.VAA) else 0
-        asid = tlbi_asid(xt, as16) if scope in (Scope.VA, Scope.ASID) else 0
-        self.pending.append((op, va, asid))
+        """Issue a TLBI. A TLBI is only guaranteed complete after a DSB of this CPU: its
+        effect on this CPU's TLBs at the next full DSB (NSH or wider), its effect on the
+        other CPUs (IS forms) at the next DSB ISH/OSH/SY (see dsb)."""
+        va, asid = self._tlbi_operands(op, xt)
+        self.pending.append([op, va, asid, False])      # [op, va, asid, done on this CPU]
         self.events[f"tlbi.{op.name}"] += 1
-        self.cycles += self.cost.tlbi_broadcast if op.broadcast else self.cost.tlbi_local
+        self.cycles += self._tlbi_cost(op)
+        if self.machine.trace is not None:
+            self._trace_tlbi(op, va, asid)
+
+    def _tlbi_operands(self, op: TLBIOp, xt: int) -> tuple[int, int]:
+        """(VA, ASID) named by Xt; the ASID is Xt[55:48] with 8-bit ASIDs (TCR.AS = 0)."""
+        scope = op.scope
+        va = tlbi_va(xt) if scope is Scope.VA or scope is Scope.VAA else 0
+        asid = tlbi_asid(xt, self.regime.tcr.as16) if scope is Scope.VA or scope is Scope.ASID else 0
+        return va, asid
+
+    def _tlbi_cost(self, op: TLBIOp) -> int:
+        cost = self.cost
         if op is TLBIOp.VMALLE1IS:
-            self.cycles += self.cost.tlbi_vmalle1is_extra
-        trace = self.machine.trace
-        if trace is not None:
-            f = {"op": op.name}
-            if scope in (Scope.VA, Scope.VAA):
-                f["va"] = va
-            if scope in (Scope.VA, Scope.ASID):
-                f["asid"] = asid
-            trace.add(self.cycles, self.index, Ev.TLBI, **f)
+            return cost.tlbi_broadcast + cost.tlbi_vmalle1is_extra
+        return cost.tlbi_broadcast if op.broadcast else cost.tlbi_local
+
+    def _trace_tlbi(self, op: TLBIOp, va: int, asid: int) -> None:
+        scope = op.scope
+        f = {"op": op.name}
+        if scope in (Scope.VA, Scope.VAA):
+            f["va"] = va
+        if scope in (Scope.VA, Scope.ASID):
+            f["asid"] = asid
+        self.machine.trace.add(self.cycles, self.index, Ev.TLBI, **f)
+
+    def _dsb_ish_cost(self) -> int:
+        """A DSB of the Inner Shareable (or wider) domain completing a broadcast TLBI."""
+        cost = self.cost
+        return cost.dsb_ish_base + cost.dsb_ish_per_cpu * (len(self.machine.cpus) - 1)
 
     def dsb(self, kind: str = "sy") -> None:
-        """DSB: completes this CPU's outstanding TLBIs (the ST forms only order stores)."""
-        kind = kind.lower()
+        """DSB <kind>: completes this CPU's outstanding TLBIs, as far as its domain reaches.
+
+        ISH, OSH, SY: every pending TLBI, on every CPU it reaches. NSH: only their effect on
+        this CPU; an IS TLBI stays pending for the other CPUs until a later DSB ISH/OSH/SY
+        of this CPU (or until complete_tlbis, the "eventually" at the end of a quantum), so
+        `TLBI VAE1IS; DSB NSH` leaves the entry usable on the other CPUs. The LD/ST forms only
+        order loads/stores and complete no TLBI. Cost: NSH the local cost, ISH/OSH/SY the
+        broadcast cost when a broadcast TLBI completes."""
+        domain, full = dsb_option(kind)
         self.events["dsb"] += 1
         cost = self.cost
-        completes = bool(self.pending) and not (kind.endswith("st") or kind.endswith("ld"))
-        if not completes:
-            self.cycles += cost.dsb_ishst if kind.endswith("st") else cost.dsb_idle
-        elif any(op.broadcast for op, _, _ in self.pending):
-            self.cycles += cost.dsb_ish_base + cost.dsb_ish_per_cpu * (len(self.machine.cpus) - 1)
+        pending = self.pending
+        local = None
+        if not full or not pending:
+            n = 0
+            self.cycles += cost.dsb_ishst if kind.lower().endswith("st") else cost.dsb_idle
+        elif domain == "nsh":
+            local = [p for p in pending if not p[3]]
+            n = len(local)
+            self.cycles += cost.dsb_local if local else cost.dsb_idle
         else:
-            self.cycles += cost.dsb_local
+            n = len(pending)
+            self.cycles += self._dsb_ish_cost() if any(p[0].broadcast for p in pending) else cost.dsb_local
         trace = self.machine.trace
         if trace is not None:
-            trace.add(self.cycles, self.index, Ev.DSB, barrier=kind, completes=len(self.pending) if completes else 0)
-        if completes:
+            trace.add(self.cycles, self.index, Ev.DSB, barrier=kind.lower(), completes=n)
+        if not n:
+            return
+        if local is None:
             self.complete_tlbis()
+            return
+        for p in local:
+            self.tlb.invalidate(p[0], p[1], p[2])
+            p[3] = True
+        self.pending = [p for p in pending if p[0].broadcast]
+        self._uc_flush()
+        if trace is not None:
+            trace.add(self.cycles, self.index, Ev.TLBI_DONE, ops=n, reach="local")
 
     def complete_tlbis(self) -> None:
-        """Apply every pending TLBI of this CPU to the TLBs it reaches."""
+        """Apply every pending TLBI of this CPU to every TLB it reaches (what a DSB ISH does;
+        also the architecture's "eventually", applied at the end of a quantum)."""
         pending, self.pending = self.pending, []
-        touched = set()
-        for op, va, asid in pending:
-            targets = self.machine.cpus if op.broadcast else (self,)
-            for cpu in targets:
+        if not pending:
+            return
+        touched = {}
+        for op, va, asid, done_here in pending:
+            for cpu in (self.machine.cpus if op.broadcast else (self,)):
+                if cpu is self and done_here:
+                    continue
                 cpu.tlb.invalidate(op, va, asid)
-                touched.add(cpu)
-        for cpu in touched:
+                touched[cpu.index] = cpu
+        for cpu in touched.values():
             # QEMU's TLB has no ASIDs: over-flushing Unicorn is always safe, it refills from the model
             cpu._uc_flush()
         trace = self.machine.trace
-        if trace is not None and pending:
+        if trace is not None:
             trace.add(self.cycles, self.index, Ev.TLBI_DONE, ops=len(pending))
+
+    def tlbi_flush_batch(self, flushes) -> None:
+        """Issue, for each (op, xt) of `flushes`, the whole sequence of OpenBSD's cpufunc
+        TLB flush helpers (cpu_tlb_flush_asid and friends, arm64 cpufunc_asm.S):
+
+            DSB ISHST ; TLBI op, xt ; DSB ISH ; ISB
+
+        with exactly the events, cycles, TLB statistics, TLB contents and trace records of
+        calling dsb/tlbi/dsb/isb once per flush, but applied in one sweep per CPU (nothing
+        runs between the sequences: the OS layer calls from Python) and with one Unicorn
+        flush per CPU for the whole batch instead of one per sequence (so `uc_flushes`, not
+        part of stats(), is lower). The first DSB ISH also completes whatever was pending.
+        For the exit path's scale: a pmap_remove of many pages, two flushes per page."""
+        flushes = list(flushes)
+        if not flushes:
+            return
+        cost = self.cost
+        trace = self.machine.trace
+        ish = self._dsb_ish_cost()
+        earlier, self.pending = self.pending, []
+        ops = []
+        per_op = Counter()
+        for op, xt in flushes:
+            va, asid = self._tlbi_operands(op, xt)
+            ops.append((op, va, asid))
+            per_op[op] += 1
+        first_dsb_extra = 0
+        if earlier and not ops[0][0].broadcast and any(p[0].broadcast for p in earlier):
+            first_dsb_extra = ish - cost.dsb_local        # the first DSB ISH completes an earlier broadcast
+        if trace is None:
+            for op, n in per_op.items():
+                self.events[f"tlbi.{op.name}"] += n
+                self.cycles += n * (cost.dsb_ishst + self._tlbi_cost(op) + (ish if op.broadcast else cost.dsb_local)
+                                    + cost.isb)
+            self.cycles += first_dsb_extra
+        else:
+            for i, (op, va, asid) in enumerate(ops):
+                self.cycles += cost.dsb_ishst
+                trace.add(self.cycles, self.index, Ev.DSB, barrier="ishst", completes=0)
+                self.events[f"tlbi.{op.name}"] += 1
+                self.cycles += self._tlbi_cost(op)
+                self._trace_tlbi(op, va, asid)
+                done = 1 + (len(earlier) if i == 0 else 0)
+                self.cycles += (ish if op.broadcast else cost.dsb_local) + (first_dsb_extra if i == 0 else 0)
+                trace.add(self.cycles, self.index, Ev.DSB, barrier="ish", completes=done)
+                trace.add(self.cycles, self.index, Ev.TLBI_DONE, ops=done)
+                self.cycles += cost.isb
+                trace.add(self.cycles, self.index, Ev.ISB)
+        self.events["dsb"] += 2 * len(ops)
+        self.events["isb"] += len(ops)
+        # the invalidations: what each DSB ISH completes, in one sweep per CPU
+        touched = {}
+        for op, va, asid, done_here in earlier:
+            for cpu in (self.machine.cpus if op.broadcast else (self,)):
+                if not (cpu is self and done_here):
+                    cpu.tlb.invalidate(op, va, asid)
+                    touched[cpu.index] = cpu
+        everywhere = [o for o in ops if o[0].broadcast]
+        runs = {}
+        for cpu in self.machine.cpus:
+            mine = ops if cpu is self else everywhere
+            if not mine:
+                continue
+            if len(mine) not in runs:          # two lists at most: all ops, the broadcast ones
+                runs[len(mine)] = (TLBIRun(mine), TLBIRun([o for o in mine if not o[0].last_level]))
+            cpu.tlb.invalidate_run(*runs[len(mine)])
+            touched[cpu.index] = cpu
+        for cpu in touched.values():
+            cpu._uc_flush()
 
     def isb(self) -> None:
         self.events["isb"] += 1

@@ -4,21 +4,41 @@ Each structure is set-associative; a set is a dict whose insertion order is the 
 order (oldest first). Entries are the walker's Translation objects themselves (no copy
 on fill). A key packs (vpn, size shift, ASID tag) into one int so that a lookup does
 no allocation. Statistics are named after gem5's ArmTLB/TableWalker stats.
+
+Invalidation removes exactly what the architecture requires and no more (the least it
+guarantees, so that software relying on over-invalidation is caught), and is keyed: a
+by-VA TLBI computes the keys of the entries that can translate the VA (one per size
+present, per ASID tag in scope) instead of scanning sets; a by-ASID TLBI walks a per-ASID
+index. Both cost O(entries removed), not O(entries held).
 """
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields
 
 from .tlbi import Scope, TLBIOp
 from .walker import Translation
 
 GLOBAL_TAG = 0x10000            # ASID tag of global entries: outside any 16-bit ASID
 _TAG_BITS = 17
+_TAG_MASK = (1 << _TAG_BITS) - 1
 
 
 def _key(vpn: int, shift: int, tag: int) -> int:
     return ((vpn << 6 | shift) << _TAG_BITS) | tag
+
+
+def _key_shift(k: int) -> int:
+    return (k >> _TAG_BITS) & 63
+
+
+def _key_vpn(k: int) -> int:
+    return k >> (_TAG_BITS + 6)
+
+
+def _span_id(base: int, shift: int) -> int:
+    """Untagged id of a naturally aligned region (a block, or a walk-cache region)."""
+    return (base >> shift) << 6 | shift
 
 
 @dataclass(slots=True)
@@ -29,6 +49,27 @@ class TLBStats:
     evictions: int = 0
     flushed_entries: int = 0     # removed by TLBI
     flush_ops: int = 0           # TLBI operations that reached this structure
+
+
+@dataclass(slots=True)
+class BlockSlice(Translation):
+    """The naturally aligned part of a block that a TLB holds when it cannot hold the
+    block's size (A72 L1: 1 MB of a 2 MB block). It remembers the whole block, because a
+    by-VA TLBI anywhere in the block must remove it (the TLBI names the block's VA range,
+    not the slice's)."""
+    block: Translation | None = None
+
+    @classmethod
+    def of(cls, block: Translation, va: int, shift: int) -> "BlockSlice":
+        size = 1 << shift
+        off = (va - block.va_base) & (block.size - 1) & ~(size - 1)
+        f = {x.name: getattr(block, x.name) for x in fields(Translation)}
+        f.update(va=va, va_base=block.va_base + off, pa_base=block.pa_base + off, size=size, refs=0)
+        return cls(**f, block=block)
+
+
+def _block_of(e: Translation) -> Translation:
+    return e.block if e.__class__ is BlockSlice else e
 
 
 class SetAssocTLB:
@@ -54,6 +95,9 @@ class SetAssocTLB:
         self.shift_count = [0] * 31                    # entries per size shift, to skip absent sizes
         self._possible_shifts = tuple(sorted({12, 21, 30, max_block_shift} - {s for s in (21, 30) if s > max_block_shift}))
         self.shifts: tuple = ()                        # sizes present, smallest first
+        self.by_tag: dict[int, dict[int, Translation]] = {}       # ASID tag -> {key: entry}
+        self.slices: dict[int, dict[int, BlockSlice]] = {}        # block span id -> {key: slice}
+        self.slice_blocks: dict[int, int] = {}                    # block shift -> slices held
         self.stats = TLBStats()
         self.on_remove = None                          # fn(entry) when an entry leaves this TLB
 
@@ -90,90 +134,249 @@ class SetAssocTLB:
                 return e
         return None
 
-    def insert(self, e: Translation) -> None:
+    def insert(self, e: Translation, va: int) -> None:
+        """Fill with the translation of `va` (a walk result, or an entry of another TLB).
+        A block larger than this TLB holds is cut to the slice around `va`."""
         shift = e.size.bit_length() - 1
         if shift > self.max_block_shift:
-            e, shift = self._split(e)
+            shift = self.max_block_shift
+            e = BlockSlice.of(_block_of(e), va, shift)
         vpn = e.va_base >> shift
-        k = ((vpn << 6 | shift) << _TAG_BITS) | (GLOBAL_TAG if e.asid is None else e.asid)
+        tag = GLOBAL_TAG if e.asid is None else e.asid
+        k = ((vpn << 6 | shift) << _TAG_BITS) | tag
         s = self.sets[vpn & self.set_mask]
         old = s.pop(k, None)
         if old is not None:
-            self._dropped(old)
+            self._dropped(k, old)
         elif len(s) >= self.ways:
-            ev = s.pop(next(iter(s)) if self.lru else list(s)[self.rng.randrange(len(s))])
+            evk = next(iter(s)) if self.lru else list(s)[self.rng.randrange(len(s))]
+            ev = s.pop(evk)
             self.stats.evictions += 1
-            if ev.size == e.size:
-                # the common case, inlined: same size out and in, the per-size counts do not change
+            if (evk >> _TAG_BITS) & 63 == shift and ev.__class__ is Translation and e.__class__ is Translation:
+                # NOTE: inlined from _dropped for speed: same size out and in, the per-size
+                # counts do not change
+                evtag = evk & _TAG_MASK
+                d = self.by_tag[evtag]
+                del d[evk]
+                if not d:
+                    del self.by_tag[evtag]
                 ev.refs -= 1
                 if ev.refs == 0 and self.on_remove is not None:
                     self.on_remove(ev)
                 s[k] = e
                 e.refs += 1
                 self.stats.inserts += 1
+                d = self.by_tag.get(tag)
+                if d is None:
+                    d = self.by_tag[tag] = {}
+                d[k] = e
                 return
-            self._dropped(ev)
+            self._dropped(evk, ev)
         s[k] = e
         e.refs += 1
         self.stats.inserts += 1
+        d = self.by_tag.get(tag)
+        if d is None:
+            d = self.by_tag[tag] = {}
+        d[k] = e
+        if e.__class__ is BlockSlice:
+            b = e.block
+            bshift = b.size.bit_length() - 1
+            self.slices.setdefault(_span_id(b.va_base, bshift), {})[k] = e
+            self.slice_blocks[bshift] = self.slice_blocks.get(bshift, 0) + 1
         n = self.shift_count[shift]
         self.shift_count[shift] = n + 1
         if n == 0:
             self._update_shifts()
 
-    def _split(self, e: Translation) -> tuple[Translation, int]:
-        """This TLB cannot hold the block size natively: keep the slice that covers e.va."""
-        shift = self.max_block_shift
-        size = 1 << shift
-        off = e.va & (e.size - 1) & ~(size - 1)
-        return replace(e, va_base=e.va_base + off, pa_base=e.pa_base + off, size=size, refs=0), shift
-
     def _update_shifts(self) -> None:
         sc = self.shift_count
         self.shifts = tuple(x for x in self._possible_shifts if sc[x])
 
-    def _dropped(self, e: Translation) -> None:
-        shift = e.size.bit_length() - 1
+    def _dropped(self, k: int, e: Translation) -> None:
+        """Bookkeeping for entry e (key k), already popped from its set."""
+        tag = k & _TAG_MASK
+        d = self.by_tag[tag]
+        del d[k]
+        if not d:
+            del self.by_tag[tag]
+        self._unlinked(k, e)
+
+    def _unlinked(self, k: int, e: Translation) -> None:
+        """Size counts, slice index and reference count of an entry that left its set
+        and the per-ASID index."""
+        shift = (k >> _TAG_BITS) & 63
         n = self.shift_count[shift] - 1
         self.shift_count[shift] = n
         if n == 0:
             self._update_shifts()
+        if e.__class__ is BlockSlice:
+            b = e.block
+            bshift = b.size.bit_length() - 1
+            sid = _span_id(b.va_base, bshift)
+            d = self.slices[sid]
+            del d[k]
+            if not d:
+                del self.slices[sid]
+            c = self.slice_blocks[bshift] - 1
+            if c:
+                self.slice_blocks[bshift] = c
+            else:
+                del self.slice_blocks[bshift]
         e.refs -= 1
         if e.refs == 0 and self.on_remove is not None:
             self.on_remove(e)
 
+    def _remove(self, k: int) -> bool:
+        """Remove the entry with key k if present."""
+        s = self.sets[(k >> (_TAG_BITS + 6)) & self.set_mask]
+        e = s.pop(k, None)
+        if e is None:
+            return False
+        self._dropped(k, e)
+        return True
+
     def invalidate(self, scope: Scope, va: int = 0, asid: int = 0) -> int:
-        """Remove every entry in the TLBI scope; returns how many."""
+        """Remove every entry in the TLBI scope and nothing else; returns how many.
+
+        VA / VAA: the entries whose page or block contains va (a slice counts with its
+        whole block), of that ASID or global (VA) or of any ASID (VAA). ASID: the
+        non-global entries of that ASID. ALL: everything."""
         self.stats.flush_ops += 1
-        n = 0
-        if scope is Scope.VA or scope is Scope.VAA:
-            for shift in self.shifts:
-                vpn = va >> shift
-                s = self._set_of(vpn)
-                for k in [k for k, e in s.items() if e.va_base >> shift == vpn
-                          and (scope is Scope.VAA or e.asid is None or e.asid == asid)]:
-                    self._dropped(s.pop(k))
-                    n += 1
+        if scope is Scope.ALL:
+            n = self._clear()
+        elif scope is Scope.ASID:
+            n = self._invalidate_asid(asid)
         else:
-            for s in self.sets:
-                if not s:
-                    continue
-                if scope is Scope.ALL:
-                    victims = list(s)
-                else:
-                    victims = [k for k, e in s.items() if e.asid == asid]
-                for k in victims:
-                    self._dropped(s.pop(k))
-                    n += 1
+            n = self._invalidate_va(va, (asid, GLOBAL_TAG) if scope is Scope.VA else None)
         self.stats.flushed_entries += n
         return n
+
+    def _invalidate_va(self, va: int, tags: tuple | None) -> int:
+        """Entries containing va whose tag is in `tags` (None: any tag)."""
+        n = 0
+        remove = self._remove
+        for shift in self.shifts:
+            base = ((va >> shift) << 6 | shift) << _TAG_BITS
+            for tag in (tags if tags is not None else list(self.by_tag)):
+                n += remove(base | tag)
+        if self.slice_blocks:
+            # slices of a block containing va that do not themselves contain it
+            for bshift in list(self.slice_blocks):
+                d = self.slices.get(_span_id(va, bshift))
+                if d:
+                    for k in [k for k in d if tags is None or k & _TAG_MASK in tags]:
+                        n += remove(k)
+        return n
+
+    def _invalidate_asid(self, asid: int) -> int:
+        d = self.by_tag.pop(asid, None)
+        if not d:
+            return 0
+        sets, mask = self.sets, self.set_mask
+        for k, e in d.items():
+            del sets[(k >> (_TAG_BITS + 6)) & mask][k]
+            self._unlinked(k, e)
+        return len(d)
+
+    def _clear(self) -> int:
+        n = 0
+        on_remove = self.on_remove
+        for s in self.sets:
+            if s:
+                n += len(s)
+                for e in s.values():
+                    e.refs -= 1
+                    if e.refs == 0 and on_remove is not None:
+                        on_remove(e)
+                s.clear()
+        self.by_tag.clear()
+        self.slices.clear()
+        self.slice_blocks.clear()
+        self.shift_count = [0] * 31
+        self.shifts = ()
+        return n
+
+    def invalidate_run(self, run: "TLBIRun") -> int:
+        """Apply a run of completed TLBIs with no fill in between: the same entries removed
+        and the same statistics as invalidate() once per op, by keyed removal per op for a
+        short run and by one pass over the entries held for a long one."""
+        self.stats.flush_ops += len(run.ops)
+        if run.flush_all:
+            n = self._clear()
+        else:
+            n = 0
+            for asid in run.asids:
+                n += self._invalidate_asid(asid)
+            if len(run.va_ops) * 2 * len(self.shifts) <= len(self):
+                for va, tags in run.va_ops:
+                    n += self._invalidate_va(va, tags)
+            else:
+                n += self._sweep(run)
+        self.stats.flushed_entries += n
+        return n
+
+    def _sweep(self, run: "TLBIRun") -> int:
+        """Remove every entry that a by-VA op of the run covers, in one pass."""
+        victims = []
+        for s in self.sets:
+            for k, e in s.items():
+                if e.__class__ is BlockSlice:
+                    b = e.block
+                    bshift = b.size.bit_length() - 1
+                    sid = _span_id(b.va_base, bshift)
+                else:
+                    sid = k >> _TAG_BITS
+                    bshift = sid & 63
+                if run.covers(sid, bshift, k & _TAG_MASK):
+                    victims.append(k)
+        remove = self._remove
+        for k in victims:
+            remove(k)
+        return len(victims)
 
     def __iter__(self):
         for s in self.sets:
             yield from s.values()
 
     def __len__(self) -> int:
-        return sum(len(s) for s in self.sets)
+        return sum(len(d) for d in self.by_tag.values())
+
+
+
+class TLBIRun:
+    """TLBIs [(op, va, asid)] completed together with no fill in between (a batch of
+    flush sequences). Removal is then the union of their scopes, whatever the order, so a
+    structure may apply them per op or in one pass over what it holds."""
+
+    def __init__(self, ops: list):
+        self.ops = ops
+        self.flush_all = any(op.scope is Scope.ALL for op, _, _ in ops)
+        self.asids = {asid for op, _, asid in ops if op.scope is Scope.ASID}
+        # (va, ASID tags in scope; None: any ASID)
+        self.va_ops = [(va, (asid, GLOBAL_TAG) if op.scope is Scope.VA else None)
+                       for op, va, asid in ops if op.scope is Scope.VA or op.scope is Scope.VAA]
+        self._any: dict[int, set] = {}       # shift -> span ids of VAA ops
+        self._ids: dict[int, set] = {}       # shift -> span ids of VA ops (for global entries)
+        self._keys: dict[int, set] = {}      # shift -> span id << _TAG_BITS | ASID of VA ops
+
+    def covers(self, sid: int, shift: int, tag: int) -> bool:
+        """Does a by-VA op of the run cover the entry for region `sid` (size shift) and tag?"""
+        a = self._any.get(shift)
+        if a is None:
+            a = self._any[shift] = {_span_id(va, shift) for va, tags in self.va_ops if tags is None}
+        if sid in a:
+            return True
+        if tag == GLOBAL_TAG:
+            ids = self._ids.get(shift)
+            if ids is None:
+                ids = self._ids[shift] = {_span_id(va, shift) for va, tags in self.va_ops if tags is not None}
+            return sid in ids
+        keys = self._keys.get(shift)
+        if keys is None:
+            keys = self._keys[shift] = {_span_id(va, shift) << _TAG_BITS | tags[0]
+                                        for va, tags in self.va_ops if tags is not None}
+        return (sid << _TAG_BITS | tag) in keys
 
 
 @dataclass(slots=True)
@@ -185,73 +388,183 @@ class WalkCacheEntry:
     asid: int            # ASID of the walk that filled it
 
 
+def _region_shift(level: int) -> int:
+    # a level-L table covers the VA region translated by the levels above it
+    return 12 + 9 * (4 - level)
+
+
 class WalkCache:
     """Cached table descriptors: (level, VA region, ASID) -> next-level table.
 
     A hit lets the walker start at the deepest cached level instead of the TTBR.
-    Entries are tagged with the ASID of the walk that filled them. A by-VA TLBI drops
-    the entries covering the VA for its ASID (VAE1) or for every ASID (VAAE1) and no
-    more: the least the architecture guarantees, so that software relying on
-    over-invalidation is caught. Last-level TLBIs (VALE1, VAALE1) leave it alone.
+
+    Entries are tagged with the ASID of the walk that filled them, also above global
+    leaves: a table descriptor has no nG bit, and the Arm ARM associates the cached copy of
+    an entry from a level above the final level with the ASID (DDI 0487, D8 "TLB maintenance
+    instructions", instruction descriptions of TLBI VAE1 and TLBI ASIDE1, also in DDI 0595):
+    TLBI VAE1 removes an entry that "would be used to translate the specified VA" and "is
+    from a level of lookup above the final level and matches the specified ASID"; TLBI ASIDE1
+    one that "would be used for the specified ASID" and "is from a level of lookup above the
+    final level". The rule followed here, the least the architecture guarantees (so that
+    software relying on over-invalidation is caught):
+
+    - VAE1(IS) removes the entries covering the VA with that ASID and no other: a TLBI VAE1IS
+      with ASID 0 for a kernel VA leaves ASID 5's cached table pointers for that VA (freeing a
+      kernel table needs VAAE1, as Linux's __flush_tlb_kernel_pgtable does);
+    - VAAE1(IS): the entries covering the VA, any ASID;
+    - ASIDE1(IS): every entry of that ASID; VMALLE1(IS): everything;
+    - VALE1 / VAALE1 (last level) leave it alone (TLBHierarchy.invalidate).
     """
 
     def __init__(self, entries: int, ways: int, rng: random.Random | None = None, replacement: str = "lru"):
-        self.tlb = SetAssocTLB("walk_cache", entries, ways, replacement, rng=rng)
-        self.sets = self.tlb.sets
-        self.stats = self.tlb.stats
-        self.nsets = self.tlb.nsets
+        if entries % ways:
+            raise ValueError(f"walk_cache: {ways} ways do not divide {entries} entries")
+        self.entries = entries
+        self.ways = ways
+        self.nsets = entries // ways
+        if self.nsets & (self.nsets - 1):
+            raise ValueError(f"walk_cache: {self.nsets} sets is not a power of two")
+        self.set_mask = self.nsets - 1
+        self.replacement = replacement
+        self.lru = replacement != "random"
+        self.rng = rng or random.Random(0)
+        self.sets: list[dict[int, WalkCacheEntry]] = [{} for _ in range(self.nsets)]
+        self.by_asid: dict[int, dict[int, WalkCacheEntry]] = {}
+        self.level_count = [0] * 5
+        self.levels: tuple = ()                         # table levels present
+        self.stats = TLBStats()
 
     @staticmethod
     def _region_shift(level: int) -> int:
-        # a level-L table covers the VA region translated by the levels above it
-        return 12 + 9 * (4 - level)
+        return _region_shift(level)
 
     def lookup(self, va: int, asid: int, levels: tuple = (3, 2, 1)) -> WalkCacheEntry | None:
         """Deepest cached table for va (L3 table first) among `levels`."""
-        sets, mask = self.sets, self.nsets - 1
+        sets, mask = self.sets, self.set_mask
         for level in levels:
             vpn = va >> (12 + 9 * (4 - level))
             s = sets[vpn & mask]
             k = ((vpn << 6 | level) << _TAG_BITS) | asid
             e = s.get(k)
             if e is not None:
-                del s[k]
-                s[k] = e
+                if self.lru:
+                    del s[k]
+                    s[k] = e
                 self.stats.hits += 1
                 return e
         self.stats.misses += 1
         return None
 
     def insert(self, va: int, level: int, table_pa: int, tattrs: int, asid: int) -> None:
-        shift = self._region_shift(level)
+        shift = _region_shift(level)
         vpn = va >> shift
         k = ((vpn << 6 | level) << _TAG_BITS) | asid
-        s = self.sets[vpn & (self.nsets - 1)]
+        s = self.sets[vpn & self.set_mask]
         if k in s:
             del s[k]
-        elif len(s) >= self.tlb.ways:
-            del s[next(iter(s))]
+            self._dropped(k)
+        elif len(s) >= self.ways:
+            evk = next(iter(s)) if self.lru else list(s)[self.rng.randrange(len(s))]
+            del s[evk]
+            self._dropped(evk)
             self.stats.evictions += 1
-        s[k] = WalkCacheEntry(level, vpn << shift, table_pa, tattrs, asid)
+        e = s[k] = WalkCacheEntry(level, vpn << shift, table_pa, tattrs, asid)
+        d = self.by_asid.get(asid)
+        if d is None:
+            d = self.by_asid[asid] = {}
+        d[k] = e
+        n = self.level_count[level]
+        self.level_count[level] = n + 1
+        if n == 0:
+            self._update_levels()
         self.stats.inserts += 1
 
+    def _update_levels(self) -> None:
+        self.levels = tuple(lv for lv in (3, 2, 1) if self.level_count[lv])
+
+    def _dropped(self, k: int) -> None:
+        asid = k & _TAG_MASK
+        d = self.by_asid[asid]
+        del d[k]
+        if not d:
+            del self.by_asid[asid]
+        self._uncounted(k)
+
+    def _uncounted(self, k: int) -> None:
+        level = (k >> _TAG_BITS) & 63
+        n = self.level_count[level] - 1
+        self.level_count[level] = n
+        if n == 0:
+            self._update_levels()
+
+    def _remove(self, k: int) -> bool:
+        s = self.sets[(k >> (_TAG_BITS + 6)) & self.set_mask]
+        if s.pop(k, None) is None:
+            return False
+        self._dropped(k)
+        return True
+
     def invalidate(self, scope: Scope, va: int = 0, asid: int = 0) -> int:
+        """Remove the entries in the TLBI's scope (see the class docstring); returns how many."""
         self.stats.flush_ops += 1
+        if scope is Scope.ALL:
+            n = self._clear()
+        elif scope is Scope.ASID:
+            n = self._invalidate_asid(asid)
+        else:
+            n = self._invalidate_va(va, (asid,) if scope is Scope.VA else None)
+        self.stats.flushed_entries += n
+        return n
+
+    def _invalidate_va(self, va: int, asids: tuple | None) -> int:
         n = 0
+        for level in self.levels:
+            base = ((va >> _region_shift(level)) << 6 | level) << _TAG_BITS
+            for asid in (asids if asids is not None else list(self.by_asid)):
+                n += self._remove(base | asid)
+        return n
+
+    def _invalidate_asid(self, asid: int) -> int:
+        d = self.by_asid.pop(asid, None)
+        if not d:
+            return 0
+        sets, mask = self.sets, self.set_mask
+        for k in d:
+            del sets[(k >> (_TAG_BITS + 6)) & mask][k]
+            self._uncounted(k)
+        return len(d)
+
+    def _clear(self) -> int:
+        n = len(self)
         for s in self.sets:
-            if not s:
-                continue
-            if scope is Scope.ALL:
-                victims = list(s)
-            elif scope is Scope.ASID:
-                victims = [k for k, e in s.items() if e.asid == asid]
+            s.clear()
+        self.by_asid.clear()
+        self.level_count = [0] * 5
+        self.levels = ()
+        return n
+
+    def invalidate_run(self, run: TLBIRun) -> int:
+        """As SetAssocTLB.invalidate_run (the run holds only non-last-level ops)."""
+        self.stats.flush_ops += len(run.ops)
+        if run.flush_all:
+            n = self._clear()
+        else:
+            n = 0
+            for asid in run.asids:
+                n += self._invalidate_asid(asid)
+            if len(run.va_ops) * len(self.levels) <= len(self):
+                for va, tags in run.va_ops:
+                    n += self._invalidate_va(va, tags[:1] if tags is not None else None)
             else:
-                victims = [k for k, e in s.items()
-                           if e.va_base <= va < e.va_base + (1 << self._region_shift(e.level))
-                           and (scope is Scope.VAA or e.asid == asid)]
-            for k in victims:
-                del s[k]
-            n += len(victims)
+                victims = []
+                for s in self.sets:
+                    for k, w in s.items():
+                        shift = _region_shift(w.level)
+                        if run.covers(_span_id(w.va_base, shift), shift, w.asid):
+                            victims.append(k)
+                for k in victims:
+                    self._remove(k)
+                n += len(victims)
         self.stats.flushed_entries += n
         return n
 
@@ -260,7 +573,7 @@ class WalkCache:
             yield from s.values()
 
     def __len__(self) -> int:
-        return sum(len(s) for s in self.sets)
+        return sum(len(d) for d in self.by_asid.values())
 
 
 class TLBHierarchy:
@@ -286,6 +599,14 @@ class TLBHierarchy:
             + self.l2.invalidate(scope, va, asid)
         if not op.last_level:
             n += self.walk_cache.invalidate(scope, va, asid)
+        return n
+
+    def invalidate_run(self, run: TLBIRun, table_run: TLBIRun) -> int:
+        """Apply a run of TLBIs (`table_run`: its non-last-level ops, for the walk cache)
+        exactly as invalidate() once per op would."""
+        n = self.itlb.invalidate_run(run) + self.dtlb.invalidate_run(run) + self.l2.invalidate_run(run)
+        if table_run.ops:
+            n += self.walk_cache.invalidate_run(table_run)
         return n
 
     def entries(self):

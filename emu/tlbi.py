@@ -82,3 +82,32 @@ def tlbi_asid(xt: int, as16: bool = True) -> int:
 def tlbi_operand(va: int = 0, asid: int = 0) -> int:
     """Build Xt as OpenBSD's cpufunc helpers do: VA >> 12 in bits[43:0], ASID in [63:48]."""
     return (asid & 0xFFFF) << 48 | (va >> 12) & VA_FIELD_MASK
+
+
+# DSB option -> (shareability domain, does it wait for every access type?). The LD/ST forms
+# wait only for loads / stores and do not complete TLB maintenance.
+_DSB_DOMAINS = ("osh", "nsh", "ish", "sy")          # CRm[3:2]
+_DSB_OPTIONS = {
+    "sy": ("sy", True), "st": ("sy", False), "ld": ("sy", False),
+    "ish": ("ish", True), "ishst": ("ish", False), "ishld": ("ish", False),
+    "nsh": ("nsh", True), "nshst": ("nsh", False), "nshld": ("nsh", False),
+    "osh": ("osh", True), "oshst": ("osh", False), "oshld": ("osh", False),
+    "un": ("nsh", True), "unst": ("nsh", False),         # the AArch32 names of NSH, NSHST
+}
+
+
+def dsb_option(kind: str) -> tuple[str, bool]:
+    """Decode a DSB option, by name ("ish") or as `#CRm`: (domain, completes maintenance).
+    A TLBI IS is completed for other CPUs only by domain ish, osh or sy; nsh completes
+    only the local effect."""
+    k = kind.strip().lower()
+    if k in _DSB_OPTIONS:
+        return _DSB_OPTIONS[k]
+    if k.startswith("#"):
+        try:
+            crm = int(k[1:], 0)
+        except ValueError:
+            crm = -1
+        if 0 <= crm <= 15 and crm & 3:
+            return _DSB_DOMAINS[crm >> 2], crm & 3 == 3
+    raise ValueError(f"unknown DSB option {kind!r}")
