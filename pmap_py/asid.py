@@ -145,14 +145,16 @@ class RandomAsidAllocator(AsidBitmap):
         if self.npairs_used >= self.NUM_ASID // 2 - 1:
             raise AsidError(f"pmap_allocate_asid (pmap.c 1.58): all {self.NUM_ASID // 2 - 1} ASID "
                             "pairs are in use; OpenBSD would spin forever in its arc4random/CAS loop")
-        cpu.charge(cpu.cost.lock_acquire, "lock_acquire")       # atomic_cas_uint
+        if cpu is not None:                                     # pmap_pinit may run without one
+            cpu.charge(cpu.cost.lock_acquire, "lock_acquire")   # atomic_cas_uint
         for _ in range(self.MAX_TRIES):
             asid = self.arc4random() & (self.NUM_ASID - 2)
             if asid != 0 and self.bits(asid) == 0:
                 self._set(asid)
                 self.npairs_used += 1
                 pm.pm_asid = asid
-                cpu.charge(0, "asids_allocated")
+                if cpu is not None:
+                    cpu.charge(0, "asids_allocated")
                 return
         raise AsidError(f"pmap_allocate_asid (pmap.c 1.58): no free ASID pair found in "
                         f"{self.MAX_TRIES} random tries ({self.npairs_used} pairs in use); "

@@ -1,11 +1,11 @@
-"""OpenBSD arm64 pmap (sys/arch/arm64/arm64/pmap.c 1.113) on real page tables.
+"""OpenBSD arm64 pmap (sys/arch/arm64/arm64/pmap.c 1.113, 1.111, 1.58) on real page tables.
 
 Reference: docs/openbsd-exit-path.md (its pmap sections and §Counts). Function names are
 OpenBSD's; each takes the Cpu of the calling thread first (``curcpu()``), and every
 TTBR write, TLBI, DSB and ISB is issued on that Cpu so it is counted in
 ``cpu.events`` and costed. Kernel work (descriptor writes, table-page allocation and
-freeing, lock acquisitions, spin-wait iterations) is charged with ``cpu.charge`` from
-the core preset's cost table.
+freeing, lock acquisitions, cache maintenance, spin-wait iterations) is charged with
+``cpu.charge`` from the core preset's cost table.
 
 Model
 -----
@@ -15,35 +15,39 @@ Model
   User pmaps are 3-level (T0SZ = 25): L1 -> L2 -> L3.
 * ``PmapSystem`` holds the globals of one Machine: pmap_kernel() (ASID 0,
   pm_active 1, privileged, pm_pt0pa = the zero page), the zero page (an all-invalid
-  L1 table frame of kind ZERO), the kernel's TTBR1 L1 table, the trampoline pmap's L1,
-  the ASID allocator (asid.py) and per-CPU ``ci_curpm``.
+  L1 table frame of kind ZERO), the kernel's TTBR1 L1 table, pmap_tramp, the ASID
+  allocator (asid.py), per-CPU ``ci_curpm`` and the pmap bits of each vm_page
+  (``pg_flags``: PG_PMAP_REF/MOD/EXE).
+* Managed pages: PHYS_TO_VM_PAGE(pa) is non-NULL for memory uvm manages. Here that is a
+  frame the allocator handed out as USER or KERNEL; the zero page, page-table frames and
+  never-allocated frames are unmanaged (no ref/mod emulation, no icache tracking).
+  A freed frame loses its pg_flags (uvm frees it through pmap_page_protect(PROT_NONE),
+  which clears PG_PMAP_EXE).
 * Userland ASID: OpenBSD runs EL0 with TTBR1 = trampoline table and ASID|ASID_USER
   (trampoline.S flips TTBR1 bit 48 and the table base on every EL0 entry/return).
   ``pmap_userret(cpu)`` / ``pmap_kernel_entry(cpu)`` model exactly that flip (TTBR1
   write + ISB, and the Cpu's exception level), so fills made while a guest runs are
   tagged with the odd ASID and fills made in the kernel with the even one: both can
   hold entries, which is why every flush is issued for both.
-* Revisions: ``"1.113"`` (default, current), ``"1.111"`` (Feb 2025: pm_active skip;
-  the pmap_deactivate that brings pm_active to 0 flushes both ASIDs) and ``"1.58"``
-  (``legacy=True``, 2018: no pm_active skip in ttlb_flush, pmap_pte_remove flushes
-  too so a removed page costs 4 VAE1IS, pmap_deactivate touches no hardware). The
-  generation ASID allocator is used in every revision.
+* Revisions are policy data: ``POLICIES[revision]`` is one ``RevisionPolicy`` and the
+  code asks it what to do, never which revision it is.
 """
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Callable
+from enum import Enum
+from typing import Callable, Iterator
 
-from emu.descriptors import (AP_SHIFT, ATTR_AF, ATTR_nG, ATTR_PXN, ATTR_UXN, ATTRINDX_SHIFT,
-                             SH_INNER, SH_SHIFT, table_desc)
+from emu.descriptors import (AP_SHIFT, ATTR_AF, ATTR_GP, ATTR_nG, ATTR_PXN, ATTR_UXN,
+                             ATTRINDX_SHIFT, SH_INNER, SH_SHIFT, table_desc)
 from emu.frames import FrameKind, OutOfFrames
 from emu.physmem import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE
 from emu.sysregs import SysReg, make_ttbr, openbsd_tcr
 from emu.trace import Ev
 
-from .asid import ASID_USER, PMAP_ASID_MASK, AsidAllocator, AsidError
-from .cpufunc import (MASK64, cpu_setttb, cpu_tlb_flush, cpu_tlb_flush_all_asid,
+from .asid import ASID_USER, PMAP_ASID_MASK, AsidAllocator, AsidError, RandomAsidAllocator
+from .cpufunc import (MASK64, cpu_flush_bp, cpu_setttb, cpu_tlb_flush, cpu_tlb_flush_all_asid,
                       cpu_tlb_flush_asid, cpu_tlb_flush_asid_all)
 
 # uvm_extern.h / pmap.h
@@ -53,23 +57,30 @@ PMAP_WIRED = 0x10
 PMAP_CANFAIL = 0x20
 ENOMEM = 12
 
+# the pmap bits of struct vm_page's pg_flags (arm64 pmap.h: PG_PMAP0..2)
+PG_PMAP_MOD, PG_PMAP_REF, PG_PMAP_EXE = 1, 2, 4
+
 USER_SPACE_BITS = 39
 VM_MIN_ADDRESS = 0
 VM_MAXUSER_ADDRESS = (1 << USER_SPACE_BITS) - 0x8000
 VM_MIN_KERNEL_ADDRESS = MASK64 & ~((1 << USER_SPACE_BITS) - 1)   # 0xffffff8000000000
-
-REVISIONS = ("1.58", "1.111", "1.113")
+# `zero_page`: one kernel VA per CPU (zero_page + cpu_number() * PAGE_SIZE) that
+# pmap_zero_page and pmap_icache_sync_page map a frame at; inside the first GB of kernel
+# VA, whose tables pmap_bootstrap preallocates. The last MB of that GB is used here.
+PMAP_ZERO_PAGE_VA = VM_MIN_KERNEL_ADDRESS + (1 << 30) - (1 << 20)
+MAXCPUS = 256
 
 L3_P = 0b11                                    # page descriptor
 PTE_ATTR_WB = 0                                # MAIR index 0: normal write-back
 _ATTR_WB = ATTR_nG | PTE_ATTR_WB << ATTRINDX_SHIFT | SH_INNER << SH_SHIFT
+_VA44 = (1 << 44) - 1
 
 
 def ATTR_AP(x: int) -> int:
     return x << AP_SHIFT
 
 
-# ap_bits_user[] / ap_bits_kern[] of pmap.c, indexed by the currently enabled PROT bits
+# ap_bits_user[] / ap_bits_kern[] of pmap.c 1.113, indexed by the currently enabled PROT bits
 ap_bits_user = {
     PROT_NONE: 0,
     PROT_READ: ATTR_PXN | ATTR_UXN | ATTR_AF | ATTR_AP(3),
@@ -90,11 +101,76 @@ ap_bits_kern = {
     PROT_EXEC | PROT_WRITE: ATTR_UXN | ATTR_AF | ATTR_AP(0),
     PROT_EXEC | PROT_WRITE | PROT_READ: ATTR_UXN | ATTR_AF | ATTR_AP(0),
 }
+# pmap.c 1.58's [PROT_NONE] entry of both tables: a valid page descriptor without AF
+AP_PROT_NONE_1_58 = ATTR_PXN | ATTR_UXN | ATTR_AP(2)
 
 
 class PmapError(ValueError):
-    """Bad input to a pmap operation, or an operation OpenBSD would KASSERT/panic on.
-    Raised before anything is modified."""
+    """Bad input to a pmap operation, or an operation OpenBSD would KASSERT/panic on
+    (or hang in). Raised before anything is modified."""
+
+
+# ---------------------------------------------------------------------- revisions
+
+class AsidScheme(Enum):
+    GENERATIONS = "generations"     # pmap_setttb allocates; pairs, generations, rollover (1.113)
+    RANDOM_CAS = "random-cas"       # pmap_pinit allocates: arc4random + atomic_cas (1.58)
+
+
+class Deactivate(Enum):
+    EMPTY = "empty"                 # 1.58: pmap_deactivate(p) {}
+    PARK = "park"                   # TTBR0 <- zero page, ISB, pm_active-- (1.113)
+    PARK_FLUSH_LAST = "park+flush"  # as PARK; the decrement to 0 also flushes both ASIDs (1.111)
+
+
+class IcacheSync(Enum):
+    SYNC_RANGE = "cpu_icache_sync_range"    # 1.58: on the VA itself, if pm is current
+    SYNC_PAGE = "pmap_icache_sync_page"     # 1.113: kenter + sync + kremove at zero_page
+
+
+@dataclass(frozen=True)
+class RevisionPolicy:
+    """What one pmap.c revision does differently. Each field names the function it
+    governs; docs/openbsd-exit-path.md has the source text behind each value."""
+    revision: str
+    date: str
+    ttlb_flush_skips_inactive: bool     # ttlb_flush: `if (!pm->pm_active) return;`
+    pte_remove_flushes: bool            # pmap_pte_remove ends with its own ttlb_flush
+    enter_flush_unconditional: bool     # pmap_enter flushes even when nothing was inserted
+    enter_skips_unchanged: bool         # pmap_enter returns early: same PA, prot, cache mode
+    fixup_needs_pte: bool               # pmap_fault_fixup: `if (*pl3 == 0) goto done;`
+    pte_zero_without_access: bool       # pmap_pte_update: `*pl3 = access_bits ? pte : 0;`
+    ap_prot_none: int                   # ap_bits_user/kern[PROT_NONE]
+    pm_guarded: bool                    # kernel and tramp pm_guarded = ATTR_GP
+    icache_sync: IcacheSync             # first exec mapping of a page (PG_PMAP_EXE clear)
+    deactivate: Deactivate
+    has_pmap_purge: bool
+    asid_scheme: AsidScheme
+
+
+POLICIES: dict[str, RevisionPolicy] = {
+    "1.58": RevisionPolicy(
+        "1.58", "2018/09/12", ttlb_flush_skips_inactive=False, pte_remove_flushes=True,
+        enter_flush_unconditional=True, enter_skips_unchanged=False, fixup_needs_pte=True,
+        pte_zero_without_access=False, ap_prot_none=AP_PROT_NONE_1_58, pm_guarded=False,
+        icache_sync=IcacheSync.SYNC_RANGE, deactivate=Deactivate.EMPTY, has_pmap_purge=False,
+        asid_scheme=AsidScheme.RANDOM_CAS),
+    # 1.111 is known from the hunks of the tech@ diff of 13 May 2025 only: it is 1.113
+    # without pmap_purge, whose ASID flush sat in the last pmap_deactivate instead.
+    "1.111": RevisionPolicy(
+        "1.111", "2025/02/14", ttlb_flush_skips_inactive=True, pte_remove_flushes=False,
+        enter_flush_unconditional=False, enter_skips_unchanged=True, fixup_needs_pte=False,
+        pte_zero_without_access=True, ap_prot_none=0, pm_guarded=True,
+        icache_sync=IcacheSync.SYNC_PAGE, deactivate=Deactivate.PARK_FLUSH_LAST,
+        has_pmap_purge=False, asid_scheme=AsidScheme.GENERATIONS),
+    "1.113": RevisionPolicy(
+        "1.113", "2025/07/12", ttlb_flush_skips_inactive=True, pte_remove_flushes=False,
+        enter_flush_unconditional=False, enter_skips_unchanged=True, fixup_needs_pte=False,
+        pte_zero_without_access=True, ap_prot_none=0, pm_guarded=True,
+        icache_sync=IcacheSync.SYNC_PAGE, deactivate=Deactivate.PARK, has_pmap_purge=True,
+        asid_scheme=AsidScheme.GENERATIONS),
+}
+REVISIONS = tuple(POLICIES)
 
 
 def VP_IDX1(va: int) -> int:
@@ -124,6 +200,7 @@ class PteDesc:
     pted_va: int = 0        # page VA | PROT bits the mapping may have
     pted_pte: int = 0       # PA | PROT bits currently enabled in hardware; 0 = not valid
     wired: bool = False     # PTED_VA_WIRED_M
+    managed: bool = False   # PTED_VA_MANAGED_M: on its vm_page's pv list
 
     @property
     def va(self) -> int:
@@ -155,6 +232,7 @@ class Pmap:
     pm_refs: int = 0
     pm_stats: PmapStats = field(default_factory=PmapStats)
     pm_privileged: bool = False
+    pm_guarded: int = 0             # ATTR_GP or 0, OR-ed into every PTE's access bits
     pm_destroyed: bool = False
 
     @property
@@ -177,19 +255,29 @@ class PmapSystem:
     """The pmap globals of one Machine. Build it with pmap_bootstrap()."""
 
     def __init__(self, machine, revision: str = "1.113", rng: random.Random | None = None):
-        if revision not in REVISIONS:
+        if revision not in POLICIES:
             raise PmapError(f"unknown pmap revision {revision!r} (one of {', '.join(REVISIONS)})")
+        if len(machine.cpus) > MAXCPUS:
+            raise PmapError(f"at most {MAXCPUS} CPUs (one zero_page window each), not {len(machine.cpus)}")
         self.machine = machine
         self.mem = machine.mem
         self.frames = machine.frames
         self.revision = revision
-        self.legacy = revision == "1.58"
-        nasid = 1 << 16 if machine.core.asid_bits == 16 else 256
-        self.asids = AsidAllocator(nasid, rng or random.Random(f"{machine.seed}/pmap"))
+        self.policy = policy = POLICIES[revision]
+        rng = rng or random.Random(f"{machine.seed}/pmap")
+        if policy.asid_scheme is AsidScheme.RANDOM_CAS:
+            self.asids = RandomAsidAllocator(rng)
+        else:
+            self.asids = AsidAllocator(1 << 16 if machine.core.asid_bits == 16 else 256, rng)
+        self.ap_bits_user = {**ap_bits_user, PROT_NONE: policy.ap_prot_none}
+        self.ap_bits_kern = {**ap_bits_kern, PROT_NONE: policy.ap_prot_none}
         self._next_id = 1
         self.live: set[Pmap] = set()
+        self.pg_flags: dict[int, int] = {}          # frame PA -> PG_PMAP_* bits
+        self.frames.listeners.append(self._frame_changed)
 
-        kpm = Pmap("pmap_kernel", pm_active=1, pm_refs=1, pm_privileged=True)
+        guarded = ATTR_GP if policy.pm_guarded else 0
+        kpm = Pmap("pmap_kernel", pm_active=1, pm_refs=1, pm_privileged=True, pm_guarded=guarded)
         self._kernel = kpm
         # pmap_bootstrap: the page filled with zeroes is the kernel's pm_pt0pa
         self.zero_page = self.frames.alloc(FrameKind.ZERO, owner=kpm, level=1)
@@ -197,12 +285,30 @@ class PmapSystem:
         # the kernel's own L1 (TTBR1 base) and the trampoline pmap's L1 (TTBR1 in userland)
         kpm.pm_vp = PmapVp(1, self.frames.alloc(FrameKind.PAGE_TABLE, owner=kpm, level=1))
         self.kernel_l1 = kpm.pm_vp.pa
-        tramp = Pmap("pmap_tramp", pm_refs=1, pm_privileged=True)
+        tramp = Pmap("pmap_tramp", pm_active=1, pm_refs=1, pm_privileged=True, pm_guarded=guarded)
         tramp.pm_vp = PmapVp(1, self.frames.alloc(FrameKind.PAGE_TABLE, owner=tramp, level=1))
         tramp.pm_pt0pa = self.zero_page
         self.pmap_tramp = tramp
         self.tramp_l1 = tramp.pm_vp.pa
         self.ci_curpm: list[Pmap] = [kpm for _ in machine.cpus]
+        self._bootstrap_kernel_window(PMAP_ZERO_PAGE_VA, len(machine.cpus))
+
+    def _bootstrap_kernel_window(self, va: int, npages: int) -> None:
+        """pmap_bootstrap preallocates the kernel's vp tables and pteds: do it for the
+        zero_page window so pmap_icache_sync_page allocates nothing."""
+        kpm, mem = self._kernel, self.mem
+        vp2 = PmapVp(2, self.frames.alloc(FrameKind.PAGE_TABLE, owner=kpm, level=2))
+        kpm.pm_vp.vp[VP_IDX1(va)] = vp2
+        mem.write64(kpm.pm_vp.pa + VP_IDX1(va) * 8, table_desc(vp2.pa))
+        vp3 = PmapVp(3, self.frames.alloc(FrameKind.PAGE_TABLE, owner=kpm, level=3))
+        vp2.vp[VP_IDX2(va)] = vp3
+        mem.write64(vp2.pa + VP_IDX2(va) * 8, table_desc(vp3.pa))
+        for i in range(npages):
+            vp3.vp[VP_IDX3(va + i * PAGE_SIZE)] = PteDesc(kpm)
+
+    def _frame_changed(self, pa: int, old, new) -> None:
+        if new.kind is FrameKind.FREE:
+            self.pg_flags.pop(pa, None)
 
     # ------------------------------------------------------------------ globals
     def pmap_kernel(self) -> Pmap:
@@ -222,6 +328,14 @@ class PmapSystem:
 
     def curpm(self, cpu) -> Pmap:
         return self.ci_curpm[cpu.index]
+
+    def zero_page_va(self, cpu) -> int:
+        """zero_page + cpu_number() * PAGE_SIZE."""
+        return PMAP_ZERO_PAGE_VA + cpu.index * PAGE_SIZE
+
+    def PHYS_TO_VM_PAGE(self, pa: int) -> bool:
+        """Whether pa is a managed page (see the module docstring)."""
+        return self.frames.info(pa & ~PAGE_MASK).kind in (FrameKind.USER, FrameKind.KERNEL)
 
     # ------------------------------------------------------------------ helpers
     def _trace(self, cpu, op: str, pm: Pmap | None = None, **f) -> None:
@@ -269,10 +383,15 @@ class PmapSystem:
         self.frames.free(vp.pa)
         cpu.charge(cpu.cost.frame_free, "pt_pages_freed")
 
+    def _pv_lock(self, cpu) -> None:
+        """The vm_page's pv_mtx around pmap_enter_pv / pmap_remove_pv."""
+        cpu.charge(cpu.cost.lock_acquire, "lock_acquire")
+
     # ------------------------------------------------------------------ create / reference
     def pmap_create(self, cpu=None) -> Pmap:
         """pool_get a pmap and pmap_pinit it: top (L1) table, pm_pt0pa, refs = 1.
-        The ASID is allocated at the first pmap_setttb (generation 0 is always stale)."""
+        With generations the ASID comes at the first pmap_setttb (generation 0 is always
+        stale); pmap.c 1.58 allocates it here."""
         pm = Pmap(f"pmap{self._next_id}")
         self._next_id += 1
         self.pmap_pinit(cpu, pm)
@@ -282,6 +401,8 @@ class PmapSystem:
         return pm
 
     def pmap_pinit(self, cpu, pm: Pmap) -> None:
+        if self.policy.asid_scheme is AsidScheme.RANDOM_CAS:
+            self.pmap_allocate_asid(cpu, pm)            # before anything is allocated
         pm.pm_vp = self._vp_alloc(cpu, pm, 1)
         pm.pm_pt0pa = pm.pm_vp.pa
         self.pmap_reference(pm)
@@ -301,9 +422,9 @@ class PmapSystem:
             return None, None
         return vp3.vp.get(VP_IDX3(va)), vp3
 
-    def pmap_vp_enter(self, cpu, pm: Pmap, va: int, pted: PteDesc) -> None:
+    def pmap_vp_enter(self, cpu, pm: Pmap, va: int, pted: PteDesc) -> PmapVp:
         """Put pted in its L3 slot, allocating L2/L3 tables on demand (pmap_set_l2/l3:
-        table descriptor = next table's PA | L1_TYPE_PT / L2_TYPE_PT)."""
+        table descriptor = next table's PA | L1_TYPE_PT / L2_TYPE_PT). Returns the vp3."""
         vp1 = pm.pm_vp
         idx1 = VP_IDX1(va)
         vp2 = vp1.vp.get(idx1)
@@ -318,6 +439,7 @@ class PmapSystem:
             vp2.vp[idx2] = vp3
             self._write_desc(cpu, vp2.pa + idx2 * 8, table_desc(vp3.pa))
         vp3.vp[VP_IDX3(va)] = pted
+        return vp3
 
     # ------------------------------------------------------------------ PTEs
     def pmap_fill_pte(self, pm: Pmap, va: int, pa: int, pted: PteDesc, prot: int, flags: int) -> None:
@@ -330,11 +452,12 @@ class PmapSystem:
 
     def pmap_pte_bits(self, pted: PteDesc) -> int:
         """The L3 descriptor pmap_pte_update() writes: PA | nG | WB attr | SH inner |
-        access bits (AP, AF, UXN/PXN) | L3_P, or 0 when no access is enabled."""
+        access bits (AP, AF, UXN/PXN) | pm_guarded | L3_P. In 1.113 it is 0 when no access
+        bit (and no GP) is set; 1.58 always writes the descriptor."""
         pm = pted.pted_pmap
-        table = ap_bits_kern if pm.pm_privileged else ap_bits_user
-        access_bits = table[pted.pted_pte & PROT_MASK]
-        if not access_bits:
+        table = self.ap_bits_kern if pm.pm_privileged else self.ap_bits_user
+        access_bits = table[pted.pted_pte & PROT_MASK] | pm.pm_guarded
+        if not access_bits and self.policy.pte_zero_without_access:
             return 0
         return pted.pa | _ATTR_WB | access_bits | L3_P
 
@@ -358,15 +481,15 @@ class PmapSystem:
             vp3.vp.pop(VP_IDX3(va), None)
         self._write_desc(cpu, vp3.pa + VP_IDX3(va) * 8, 0)
         cpu.events["ptes_cleared"] += 1
-        if self.legacy:                          # 1.58: pmap_pte_remove flushed as well
+        if self.policy.pte_remove_flushes:
             self.ttlb_flush(cpu, pm, va)
 
     def ttlb_flush(self, cpu, pm: Pmap, va: int) -> None:
         """Skipped while pm_active == 0 (not in 1.58); kernel pmap: one VAALE1IS;
         user pmap: VAE1IS for the ASID, then for ASID|ASID_USER."""
-        if pm.pm_active == 0 and not self.legacy:
+        if pm.pm_active == 0 and self.policy.ttlb_flush_skips_inactive:
             return
-        resva = (va >> PAGE_SHIFT) & ((1 << 44) - 1)
+        resva = (va >> PAGE_SHIFT) & _VA44
         if pm is self._kernel:
             cpu_tlb_flush_all_asid(cpu, resva)
         else:
@@ -383,8 +506,27 @@ class PmapSystem:
         va = pted.va
         self.pmap_pte_remove(cpu, pted, pm is not self._kernel)
         self.ttlb_flush(cpu, pm, va)
+        if pted.managed:
+            self._pv_lock(cpu)                          # pmap_remove_pv
+            pted.managed = False
         pted.pted_pte = 0
         pted.pted_va = 0
+
+    # ------------------------------------------------------------------ icache
+    def pmap_icache_sync_page(self, cpu, pm: Pmap, pa: int) -> None:
+        """1.113: map the frame at this CPU's zero_page VA, cpu_icache_sync_range over it,
+        unmap it: one VAALE1IS for the kenter and one for the kremove."""
+        kva = self.zero_page_va(cpu)
+        self.pmap_kenter_pa(cpu, kva, pa & ~PAGE_MASK, PROT_READ | PROT_WRITE)
+        cpu.charge(cpu.cost.icache_sync_page, "icache_sync_page")
+        self.pmap_kremove_pg(cpu, kva)
+
+    def _icache_sync(self, cpu, pm: Pmap, pa: int) -> None:
+        """The sync a first exec mapping of a managed page needs, per revision."""
+        if self.policy.icache_sync is IcacheSync.SYNC_PAGE:
+            self.pmap_icache_sync_page(cpu, pm, pa)
+        elif pm is self._kernel or self.ci_curpm[cpu.index] is pm:
+            cpu.charge(cpu.cost.icache_sync_page, "icache_sync_page")    # 1.58: on the VA
 
     # ------------------------------------------------------------------ enter / remove / protect
     def pmap_enter(self, cpu, pm: Pmap, va: int, pa: int, prot: int, flags: int | None = None) -> int:
@@ -394,8 +536,11 @@ class PmapSystem:
         access type uvm_fault passes), and is written (followed by ttlb_flush) only if
         flags has an access bit or PMAP_WIRED; the other bits are enabled later by
         pmap_fault_fixup. ``flags=None`` means ``flags=prot``: map with full rights now.
-        A valid mapping already at va is removed first (pmap_remove_pted, with its
-        flush). Returns 0, or ENOMEM with PMAP_CANFAIL when no table frame is left."""
+        1.113 returns at once, with no TLBI, when the same PA is already mapped with the
+        same prot; otherwise a valid mapping at va is removed first (pmap_remove_pted,
+        with its flush). 1.58 flushes even when it inserted nothing. The first exec
+        mapping of a managed page syncs the icache. Returns 0, or ENOMEM with
+        PMAP_CANFAIL when no table frame is left."""
         self._alive(pm, "pmap_enter")
         self._check_va(pm, va, "pmap_enter")
         if pa & PAGE_MASK:
@@ -408,32 +553,57 @@ class PmapSystem:
             flags = prot
         if flags & PROT_MASK & ~prot:
             raise PmapError(f"pmap_enter: access type {flags & PROT_MASK:#x} exceeds prot {prot:#x}")
+        policy = self.policy
         self._trace(cpu, "pmap_enter", pm, va=va, pa=pa, prot=prot)
         self._lock(cpu, pm)
-        pted, _ = self.pmap_vp_lookup(pm, va)
-        if pted is not None and pted.valid:
+        pted, vp3 = self.pmap_vp_lookup(pm, va)
+        if pted is not None and pted.pted_pte != 0:
+            if (policy.enter_skips_unchanged and pted.pa == pa
+                    and pted.pted_va & PROT_MASK == prot):
+                return 0                                # unchanged: no write, no TLBI
             self.pmap_remove_pted(cpu, pm, pted)
             if pm is not self._kernel:
-                pted, _ = self.pmap_vp_lookup(pm, va)
+                pted = None                             # pool_put: we lost our pted
         pm.pm_stats.resident_count += 1
         if pted is None:
             pted = PteDesc(pm)
             try:
-                self.pmap_vp_enter(cpu, pm, va, pted)
+                vp3 = self.pmap_vp_enter(cpu, pm, va, pted)
             except OutOfFrames:
                 pm.pm_stats.resident_count -= 1
                 if flags & PMAP_CANFAIL:
                     return ENOMEM
                 raise
+        pg = self.PHYS_TO_VM_PAGE(pa)
+        if pg:
+            pgf = self.pg_flags.get(pa, 0)
+            if flags & PROT_MASK or pgf & PG_PMAP_REF:
+                pgf |= PG_PMAP_REF
+                if prot & PROT_WRITE and flags & PROT_WRITE:
+                    pgf = (pgf | PG_PMAP_MOD) & ~PG_PMAP_EXE
+            self.pg_flags[pa] = pgf
         self.pmap_fill_pte(pm, va, pa, pted, prot, flags)
-        if flags & (PROT_MASK | PMAP_WIRED):
-            self.pmap_pte_insert(cpu, pted)
+        if pg:
+            self._pv_lock(cpu)                          # pmap_enter_pv
+            pted.managed = True
+        need_sync = pg and flags & PROT_EXEC and not self.pg_flags[pa] & PG_PMAP_EXE
+        if need_sync:
+            self.pg_flags[pa] |= PG_PMAP_EXE
+        if need_sync and policy.icache_sync is IcacheSync.SYNC_PAGE:
+            self._icache_sync(cpu, pm, pa)              # 1.113: before the PTE goes in
+        inserted = flags & (PROT_MASK | PMAP_WIRED)
+        if inserted:
+            self.pmap_pte_update(cpu, pted, vp3)
+        if inserted or policy.enter_flush_unconditional:
             self.ttlb_flush(cpu, pm, va)
+        if need_sync and policy.icache_sync is IcacheSync.SYNC_RANGE:
+            self._icache_sync(cpu, pm, pa)              # 1.58: after the flush, on the VA
         return 0
 
-    def _range(self, pm: Pmap, sva: int, eva: int, op: str):
-        """Valid pteds in [sva, eva), in ascending VA order. Same result as OpenBSD's
-        page-by-page pmap_vp_lookup loop; absent L2/L3 tables are skipped wholesale."""
+    def _range(self, pm: Pmap, sva: int, eva: int, op: str) -> list[tuple[PmapVp, int, PteDesc]]:
+        """(vp3, L3 index, pted) for every pted in [sva, eva), in ascending VA order. Same
+        result as OpenBSD's page-by-page pmap_vp_lookup loop; absent L2/L3 tables are
+        skipped wholesale."""
         self._alive(pm, op)
         self._check_va(pm, sva, op)
         self._check_va(pm, eva, op, end=True)
@@ -448,14 +618,15 @@ class PmapSystem:
                 va = (va | ((1 << 30) - 1)) + 1
                 continue
             vp3 = vp2.vp.get(VP_IDX2(va))
-            if vp3 is None:
-                va = (va | ((1 << 21) - 1)) + 1
-                continue
-            stop = min(eva, (va | ((1 << 21) - 1)) + 1)
-            for idx in sorted(vp3.vp):
-                pva = (va & ~((1 << 21) - 1)) | idx << 12
-                if va <= pva < stop:
-                    out.append(vp3.vp[idx])
+            base = va & ~((1 << 21) - 1)
+            stop = min(eva, base + (1 << 21))
+            if vp3 is not None:
+                lo, hi = VP_IDX3(va), (stop - base) >> PAGE_SHIFT
+                slots = vp3.vp
+                if hi - lo >= len(slots):
+                    out.extend((vp3, i, slots[i]) for i in sorted(slots) if lo <= i < hi)
+                else:
+                    out.extend((vp3, i, slots[i]) for i in range(lo, hi) if i in slots)
             va = stop
         return out
 
@@ -463,17 +634,54 @@ class PmapSystem:
         """Remove every mapping in [sva, eva). Unmapped pages are skipped, so removing
         an unmapped range is a no-op (no descriptor write, no TLBI). Page-table pages
         are never freed here. Returns the number of mappings removed."""
-        pteds = self._range(pm, sva, eva, "pmap_remove")
+        entries = self._range(pm, sva, eva, "pmap_remove")
         self._trace(cpu, "pmap_remove", pm, sva=sva, eva=eva, active=pm.pm_active)
         self._lock(cpu, pm)
-        n = 0
-        for pted in pteds:
+        if pm is self._kernel or pm.pm_active or not self.policy.ttlb_flush_skips_inactive:
+            n = 0
+            for _vp3, _idx, pted in entries:
+                if pted.wired:
+                    pm.pm_stats.wired_count -= 1
+                    pted.wired = False
+                if pted.pted_pte != 0:
+                    self.pmap_remove_pted(cpu, pm, pted)
+                    n += 1
+            return n
+        return self._remove_inactive(cpu, pm, entries)
+
+    def _remove_inactive(self, cpu, pm: Pmap, entries) -> int:
+        """pmap_remove_pted for each valid pted of a user pmap with pm_active == 0:
+        ttlb_flush returns at once, so only the descriptor, the slot and the pv entry
+        change. NOTE: inlined from pmap_remove_pted / pmap_pte_remove for speed (one
+        ttlb_flush-free loop; the same writes, events and cycles)."""
+        u64 = self.mem.u64
+        listeners = self.mem.write_listeners
+        stats = pm.pm_stats
+        n = managed = 0
+        touched = {}
+        for vp3, idx, pted in entries:
             if pted.wired:
-                pm.pm_stats.wired_count -= 1
+                stats.wired_count -= 1
                 pted.wired = False
-            if pted.valid:
-                self.pmap_remove_pted(cpu, pm, pted)
-                n += 1
+            if pted.pted_pte == 0:
+                continue
+            stats.resident_count -= 1
+            del vp3.vp[idx]
+            u64[(vp3.pa >> 3) + idx] = 0
+            touched[vp3.pa] = True
+            if pted.managed:
+                managed += 1
+                pted.managed = False
+            pted.pted_pte = 0
+            pted.pted_va = 0
+            n += 1
+        for pa in touched:
+            for fn in listeners:
+                fn(pa, PAGE_SIZE)
+        cost = cpu.cost
+        cpu.charge(n * cost.descriptor_write + managed * cost.lock_acquire)
+        cpu.events["ptes_cleared"] += n
+        cpu.events["lock_acquire"] += managed
         return n
 
     def pmap_protect(self, cpu, pm: Pmap, sva: int, eva: int, prot: int) -> None:
@@ -484,16 +692,15 @@ class PmapSystem:
         if not prot & (PROT_READ | PROT_EXEC):
             self.pmap_remove(cpu, pm, sva, eva)
             return
-        pteds = self._range(pm, sva, eva, "pmap_protect")
+        entries = self._range(pm, sva, eva, "pmap_protect")
         self._trace(cpu, "pmap_protect", pm, sva=sva, eva=eva, prot=prot)
         self._lock(cpu, pm)
-        for pted in pteds:
+        clear = PROT_WRITE | (0 if prot & PROT_READ else PROT_READ) | (0 if prot & PROT_EXEC else PROT_EXEC)
+        for vp3, _idx, pted in entries:
             if not pted.valid:
                 continue
-            clear = PROT_WRITE | (0 if prot & PROT_READ else PROT_READ) | (0 if prot & PROT_EXEC else PROT_EXEC)
             pted.pted_va &= ~clear
             pted.pted_pte &= ~clear
-            _, vp3 = self.pmap_vp_lookup(pm, pted.va)
             self.pmap_pte_update(cpu, pted, vp3)
             self.ttlb_flush(cpu, pm, pted.va)
 
@@ -506,30 +713,48 @@ class PmapSystem:
         return pted.pa | (va & PAGE_MASK)
 
     def pmap_fault_fixup(self, cpu, pm: Pmap, va: int, ftype: int) -> bool:
-        """Referenced/modified emulation: enable the faulting access if the mapping
-        allows it but has it disabled; rewrite the PTE and ttlb_flush. True if fixed."""
+        """Referenced/modified emulation. A write fault on a page whose mapping allows
+        writing enables ``pted_va & (R|W|X)``; an exec or read fault enables
+        ``pted_va & (R|X)``; then the PTE is rewritten and flushed. Unmanaged pages are
+        never fixed up (1.58 also refuses when the descriptor is 0). True if fixed."""
         self._alive(pm, "pmap_fault_fixup")
         self._lock(cpu, pm)
         pted, vp3 = self.pmap_vp_lookup(pm, va & ~PAGE_MASK)
         if pted is None or not pted.valid:
             return False
+        pa = pted.pa
+        if not self.PHYS_TO_VM_PAGE(pa):
+            return False                                # "If it's unmanaged, it must not fault."
+        if self.policy.fixup_needs_pte and self.mem.read64(vp3.pa + VP_IDX3(va) * 8) == 0:
+            return False
         maxprot, cur = pted.pted_va & PROT_MASK, pted.pted_pte & PROT_MASK
-        if ftype & PROT_WRITE and maxprot & PROT_WRITE and not cur & PROT_WRITE:
-            pted.pted_pte |= PROT_WRITE | (PROT_READ & maxprot)
-        elif ftype & PROT_EXEC and maxprot & PROT_EXEC and not cur & PROT_EXEC:
-            pted.pted_pte |= PROT_EXEC
-        elif ftype & PROT_READ and maxprot & PROT_READ and not cur & PROT_READ:
-            pted.pted_pte |= PROT_READ
+        pgf = self.pg_flags.get(pa, 0)
+        if ftype & PROT_WRITE and not cur & PROT_WRITE and maxprot & PROT_WRITE:
+            pgf = (pgf | PG_PMAP_MOD | PG_PMAP_REF) & ~PG_PMAP_EXE
+            pted.pted_pte |= maxprot                    # & (PROT_READ|PROT_WRITE|PROT_EXEC)
+        elif ftype & PROT_EXEC and not cur & PROT_EXEC and maxprot & PROT_EXEC:
+            pgf |= PG_PMAP_REF
+            pted.pted_pte |= maxprot & (PROT_READ | PROT_EXEC)
+        elif ftype & PROT_READ and not cur & PROT_READ and maxprot & PROT_READ:
+            pgf |= PG_PMAP_REF
+            pted.pted_pte |= maxprot & (PROT_READ | PROT_EXEC)
         else:
             return False
+        need_sync = maxprot & PROT_EXEC and not pgf & PG_PMAP_EXE
+        self.pg_flags[pa] = pgf | (PG_PMAP_EXE if maxprot & PROT_EXEC else 0)
         self._trace(cpu, "pmap_fault_fixup", pm, va=va, ftype=ftype)
+        if need_sync and self.policy.icache_sync is IcacheSync.SYNC_PAGE:
+            self._icache_sync(cpu, pm, pa)              # 1.113: before the PTE update
         self.pmap_pte_update(cpu, pted, vp3)
         self.ttlb_flush(cpu, pm, va & ~PAGE_MASK)
+        if need_sync and self.policy.icache_sync is IcacheSync.SYNC_RANGE:
+            self._icache_sync(cpu, pm, pa)              # 1.58: after the flush
         return True
 
     # ------------------------------------------------------------------ kernel mappings
     def pmap_kenter_pa(self, cpu, va: int, pa: int, prot: int) -> None:
-        """_pmap_kenter_pa: wired kernel mapping, flushed with one VAALE1IS."""
+        """_pmap_kenter_pa: wired kernel mapping, flushed with one VAALE1IS (a valid
+        mapping already there is pmap_kremove_pg'ed first)."""
         pm = self._kernel
         self._check_va(pm, va, "pmap_kenter_pa")
         if pa & PAGE_MASK or not 0 <= pa < self.mem.size:
@@ -537,47 +762,64 @@ class PmapSystem:
         if prot & ~PROT_MASK:
             raise PmapError(f"pmap_kenter_pa: bad prot {prot:#x}")
         self._trace(cpu, "pmap_kenter_pa", va=va, pa=pa, prot=prot)
-        pted, _ = self.pmap_vp_lookup(pm, va)
+        pted, vp3 = self.pmap_vp_lookup(pm, va)
         if pted is not None and pted.valid:
-            self.pmap_kremove(cpu, va, PAGE_SIZE)
+            self.pmap_kremove_pg(cpu, va)
         if pted is None:
             pted = PteDesc(pm)
-            self.pmap_vp_enter(cpu, pm, va, pted)
+            vp3 = self.pmap_vp_enter(cpu, pm, va, pted)
         pm.pm_stats.resident_count += 1
-        self.pmap_fill_pte(pm, va, pa, pted, prot, prot)
-        self.pmap_pte_insert(cpu, pted)
+        self.pmap_fill_pte(pm, va, pa, pted, prot, prot | PMAP_WIRED)
+        self.pmap_pte_update(cpu, pted, vp3)
         self.ttlb_flush(cpu, pm, va)
+
+    def pmap_kremove_pg(self, cpu, va: int) -> None:
+        """Remove one kernel mapping: descriptor 0 (the pted stays in its slot), one
+        VAALE1IS (two in 1.58, whose pmap_pte_remove flushes too)."""
+        pm = self._kernel
+        pted, _ = self.pmap_vp_lookup(pm, va)
+        if pted is None or not pted.valid:
+            return
+        pm.pm_stats.resident_count -= 1
+        self.pmap_pte_remove(cpu, pted, False)
+        self.ttlb_flush(cpu, pm, va)
+        if pted.managed:
+            self._pv_lock(cpu)
+            pted.managed = False
+        if pted.wired:
+            pm.pm_stats.wired_count -= 1
+            pted.wired = False
+        pted.pted_pte = 0
+        pted.pted_va = 0
 
     def pmap_kremove(self, cpu, va: int, length: int) -> None:
         pm = self._kernel
         self._check_va(pm, va, "pmap_kremove")
         self._trace(cpu, "pmap_kremove", va=va, len=length)
         for pva in range(va, va + length, PAGE_SIZE):
-            pted, _ = self.pmap_vp_lookup(pm, pva)
-            if pted is None or not pted.valid:
-                continue
-            pm.pm_stats.resident_count -= 1
-            self.pmap_pte_remove(cpu, pted, False)
-            self.ttlb_flush(cpu, pm, pva)
-            pted.pted_pte = 0
-            pted.pted_va = 0
+            self.pmap_kremove_pg(cpu, pva)
 
     # ------------------------------------------------------------------ switching
     def pmap_setttb(self, cpu, pm: Pmap) -> None:
-        """cpu_switchto's pmap half: ASID if the generation is stale; TTBR0 <- zero
-        page, ISB; cpu_setttb(pm_asid, pm_pt0pa); ci_curpm <- pm."""
+        """cpu_switchto's pmap half: an ASID if the generation is stale (generation
+        scheme only); TTBR0 <- zero page, ISB; cpu_setttb(pm_asid, pm_pt0pa);
+        ci_curpm <- pm; ci_flush_bp(). The PAC keys (pmap_setpauthkeys) need FEAT_PAuth,
+        which none of the modelled cores (Armv8.0/8.2) has."""
         self._alive(pm, "pmap_setttb")
-        if pm is not self._kernel and pm.generation != self.asids.pmap_asid_gen:
+        if (self.policy.asid_scheme is AsidScheme.GENERATIONS and pm is not self._kernel
+                and pm.generation != self.asids.pmap_asid_gen):
             self.pmap_allocate_asid(cpu, pm)
         self._trace(cpu, "pmap_setttb", pm, pt0pa=pm.pm_pt0pa)
         cpu.msr(SysReg.TTBR0_EL1, self._kernel.pm_pt0pa)
         cpu.isb()
         cpu_setttb(cpu, pm.pm_asid, pm.pm_pt0pa)
         self.ci_curpm[cpu.index] = pm
+        cpu_flush_bp(cpu)
 
     def pmap_activate(self, cpu, pm: Pmap, curproc: bool = True) -> None:
         """pm_active += 1; if the proc runs on `cpu` (curproc) and pm is not that CPU's
-        ci_curpm, pmap_setttb. curproc=False: cpu_fork activating a child's pmap."""
+        ci_curpm, pmap_setttb. curproc=False: cpu_fork activating a child's pmap.
+        (1.58 has no pm_active; the count is kept as bookkeeping and changes nothing.)"""
         self._alive(pm, "pmap_activate")
         self._trace(cpu, "pmap_activate", pm, active=pm.pm_active + 1)
         pm.pm_active += 1
@@ -587,62 +829,98 @@ class PmapSystem:
     def pmap_deactivate(self, cpu, pm: Pmap) -> None:
         """1.113: return if pm_active == 0; else TTBR0 <- zero page, ISB, pm_active -= 1
         (TTBR1's ASID and ci_curpm are left alone). 1.111: the decrement that reaches 0
-        also flushes both ASIDs. 1.58: no hardware access (pm_active is bookkeeping)."""
+        also flushes both ASIDs. 1.58: an empty function (only the bookkeeping count)."""
         self._alive(pm, "pmap_deactivate")
         self._trace(cpu, "pmap_deactivate", pm, active=pm.pm_active)
         if pm.pm_active == 0:
             return
-        if self.legacy:
+        mode = self.policy.deactivate
+        if mode is Deactivate.EMPTY:
             pm.pm_active -= 1
             return
         cpu.msr(SysReg.TTBR0_EL1, self._kernel.pm_pt0pa)
         cpu.isb()
         pm.pm_active -= 1
-        if self.revision == "1.111" and pm.pm_active == 0:
+        if mode is Deactivate.PARK_FLUSH_LAST and pm.pm_active == 0:
             cpu_tlb_flush_asid_all(cpu, (pm.pm_asid << 48) & MASK64)
             cpu_tlb_flush_asid_all(cpu, ((pm.pm_asid | ASID_USER) << 48) & MASK64)
+
+    # ------------------------------------------------------------------ pmap_purge
+    # pmap_purge is `while (pm->pm_active != 1) CPU_BUSY_CYCLE();` followed by the flush.
+    # A simulated-time kernel steps it with pmap_purge_steps() (a generator yielding after
+    # each spin iteration) or with the three pieces: pmap_purge_ready() to test,
+    # pmap_purge_spin() to charge one iteration, pmap_purge_flush() once ready.
+
+    def _purge_check(self, pm: Pmap) -> None:
+        self._alive(pm, "pmap_purge")
+        if not self.policy.has_pmap_purge:
+            raise PmapError(f"pmap_purge does not exist in pmap.c {self.revision} "
+                            "(it arrived with __HAVE_PMAP_PURGE, pmap.c 1.113)")
+        if pm is self._kernel:
+            raise PmapError("pmap_purge: the kernel pmap cannot be purged")
 
     def pmap_purge_ready(self, pm: Pmap) -> bool:
         """True when pmap_purge would not spin (every sibling has deactivated)."""
         return pm.pm_active == 1
 
-    def pmap_purge(self, cpu, pm: Pmap, wait: Callable[[], object] | None = None,
-                   max_spins: int = 1_000_000) -> int:
-        """Spin until pm_active == 1, then TTBR0 <- zero page, ISB, ASIDE1IS(asid),
-        ASIDE1IS(asid|1), pm_pt0pa <- zero page, pm_active <- 0.
+    def pmap_purge_spin(self, cpu, pm: Pmap) -> None:
+        """One CPU_BUSY_CYCLE() iteration of pmap_purge's wait."""
+        cpu.charge(cpu.cost.spin_wait_iteration, "spin_wait")
 
-        Each spin iteration is charged spin_wait_iteration and calls `wait()`, which
-        must let the other threads make progress (run other CPUs); it may return
-        False to say nothing can change any more. Without `wait`, or when it gives
-        up, or after max_spins, a PmapError is raised instead of hanging.
-        Returns the number of spin iterations."""
-        self._alive(pm, "pmap_purge")
-        if pm is self._kernel:
-            raise PmapError("pmap_purge: the kernel pmap cannot be purged")
+    def pmap_purge_flush(self, cpu, pm: Pmap) -> None:
+        """The part after the wait: TTBR0 <- zero page, ISB, ASIDE1IS(asid),
+        ASIDE1IS(asid|1), pm_pt0pa <- zero page, pm_active <- 0."""
+        self._purge_check(pm)
+        if pm.pm_active != 1:
+            raise PmapError(f"pmap_purge: {pm.pm_name} has pm_active = {pm.pm_active} (must be 1)")
         self._trace(cpu, "pmap_purge", pm, active=pm.pm_active)
-        spins = 0
-        while pm.pm_active != 1:
-            if wait is None:
-                raise PmapError(f"pmap_purge: {pm.pm_name} has pm_active = {pm.pm_active} (must be 1) "
-                                "and no wait callback could change it: it would spin forever")
-            if spins >= max_spins:
-                raise PmapError(f"pmap_purge: {pm.pm_name} still has pm_active = {pm.pm_active} "
-                                f"after {spins} spins")
-            cpu.charge(cpu.cost.spin_wait_iteration, "spin_wait")
-            spins += 1
-            if wait() is False:
-                if pm.pm_active == 1:
-                    break
-                raise PmapError(f"pmap_purge: {pm.pm_name} has pm_active = {pm.pm_active} and "
-                                "nothing can change it any more: it would spin forever")
         cpu.msr(SysReg.TTBR0_EL1, self._kernel.pm_pt0pa)
         cpu.isb()
         cpu_tlb_flush_asid_all(cpu, (pm.pm_asid << 48) & MASK64)
         cpu_tlb_flush_asid_all(cpu, ((pm.pm_asid | ASID_USER) << 48) & MASK64)
         pm.pm_pt0pa = self._kernel.pm_pt0pa
         pm.pm_active = 0
+
+    def pmap_purge_steps(self, cpu, pm: Pmap, max_spins: int = 1_000_000) -> Iterator[int]:
+        """pmap_purge as a generator: yields the spin count after each iteration of the
+        wait (let the other CPUs run there), then flushes and returns the count
+        (StopIteration.value). PmapError after max_spins iterations."""
+        self._purge_check(pm)
+        spins = 0
+        while pm.pm_active != 1:
+            if spins >= max_spins:
+                raise PmapError(f"pmap_purge: {pm.pm_name} still has pm_active = {pm.pm_active} "
+                                f"after {spins} spins")
+            self.pmap_purge_spin(cpu, pm)
+            spins += 1
+            yield spins
+        self.pmap_purge_flush(cpu, pm)
         return spins
 
+    def pmap_purge(self, cpu, pm: Pmap, wait: Callable[[], object] | None = None,
+                   max_spins: int = 1_000_000) -> int:
+        """Spin until pm_active == 1, then pmap_purge_flush.
+
+        Each spin iteration is charged spin_wait_iteration and calls `wait()`, which
+        must let the other threads make progress (run other CPUs); it may return
+        False to say nothing can change any more. Without `wait`, or when it gives
+        up, or after max_spins, a PmapError is raised instead of hanging.
+        Returns the number of spin iterations."""
+        self._purge_check(pm)
+        if pm.pm_active != 1 and wait is None:
+            raise PmapError(f"pmap_purge: {pm.pm_name} has pm_active = {pm.pm_active} (must be 1) "
+                            "and no wait callback could change it: it would spin forever")
+        steps = self.pmap_purge_steps(cpu, pm, max_spins)
+        try:
+            while True:
+                next(steps)
+                if wait() is False and pm.pm_active != 1:
+                    raise PmapError(f"pmap_purge: {pm.pm_name} has pm_active = {pm.pm_active} and "
+                                    "nothing can change it any more: it would spin forever")
+        except StopIteration as done:
+            return done.value
+
+    # ------------------------------------------------------------------ trampoline
     def pmap_userret(self, cpu) -> None:
         """trampoline.S tramp_return: TTBR1 <- trampoline L1 with ASID|ASID_USER, ISB;
         ERET to EL0 (cpu.set_el(0))."""
@@ -663,6 +941,8 @@ class PmapSystem:
 
     # ------------------------------------------------------------------ ASIDs
     def pmap_find_asid(self, pm: Pmap) -> int:
+        if self.policy.asid_scheme is not AsidScheme.GENERATIONS:
+            raise PmapError(f"pmap_find_asid does not exist in pmap.c {self.revision}")
         return self.asids.pmap_find_asid(pm)
 
     def pmap_allocate_asid(self, cpu, pm: Pmap) -> None:
@@ -670,21 +950,27 @@ class PmapSystem:
             self.asids.pmap_allocate_asid(cpu, pm, self.ci_curpm)
         except AsidError as e:
             raise PmapError(str(e)) from None
-        self._trace(cpu, "pmap_allocate_asid", pm, gen=pm.generation >> 16)
+        if cpu is not None:
+            self._trace(cpu, "pmap_allocate_asid", pm, gen=pm.generation >> 16)
 
     def pmap_rollover_asid(self, cpu, pm: Pmap) -> int:
+        if self.policy.asid_scheme is not AsidScheme.GENERATIONS:
+            raise PmapError(f"pmap_rollover_asid does not exist in pmap.c {self.revision}")
         return self.asids.pmap_rollover_asid(cpu, pm, self.ci_curpm)
 
     def pmap_free_asid(self, cpu, pm: Pmap) -> bool:
         """KASSERT(pm != curcpu()->ci_curpm); ASIDE1IS even, then odd; clear the bits
-        only if pm's generation is current. Returns True if the bits were cleared."""
+        (with generations: only if pm's generation is current). True if cleared."""
         if pm is self.ci_curpm[cpu.index]:
             raise PmapError(f"pmap_free_asid: {pm.pm_name} is cpu{cpu.index}'s ci_curpm")
         self._trace(cpu, "pmap_free_asid", pm, gen=pm.generation >> 16)
         cpu_tlb_flush_asid_all(cpu, (pm.pm_asid << 48) & MASK64)
         cpu_tlb_flush_asid_all(cpu, ((pm.pm_asid | ASID_USER) << 48) & MASK64)
-        cpu.charge(cpu.cost.lock_acquire, "lock_acquire")       # pmap_asid_mtx
-        return self.asids.release(pm)
+        cpu.charge(cpu.cost.lock_acquire, "lock_acquire")       # pmap_asid_mtx / the CAS
+        try:
+            return self.asids.release(pm)
+        except AsidError as e:
+            raise PmapError(str(e)) from None
 
     # ------------------------------------------------------------------ destroy
     def pmap_destroy(self, cpu, pm: Pmap) -> bool:
@@ -746,7 +1032,7 @@ def pmap_bootstrap(machine, legacy: bool = False, revision: str | None = None,
     if legacy and revision not in (None, "1.58"):
         raise PmapError(f"legacy=True contradicts revision {revision!r}")
     ps = PmapSystem(machine, "1.58" if legacy else (revision or "1.113"), rng)
-    tcr = openbsd_tcr(as16=ps.pmap_nasid == 1 << 16).value
+    tcr = openbsd_tcr(as16=machine.core.asid_bits == 16).value
     for cpu in machine.cpus:
         cpu.msr(SysReg.TTBR0_EL1, ps.zero_page)
         cpu.isb()
