@@ -67,7 +67,7 @@ def build(src: str, npages: int, **kw) -> tuple[Machine, object]:
     tables = UserTables(mem, fr, "bench")
     prog = assemble(src, CODE)
     code_pa = tables.map(CODE, ap=AP_RO_ALL, uxn=False, pxn=True)
-    m.load_code(code_pa, prog.code, prog.barriers)
+    m.load_code(code_pa, prog.code)
     for i in range(npages):
         tables.map(DATA + i * 0x1000)
     l1 = tables.l1

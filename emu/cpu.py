@@ -12,36 +12,35 @@ dsb(), isb(). Everything is counted and costed on this CPU's cycle clock.
 """
 from __future__ import annotations
 
-import ctypes
 import random
 from collections import Counter
 from dataclasses import dataclass
 from enum import Enum
 
-from unicorn import (UC_ARCH_ARM64, UC_ERR_EXCEPTION, UC_ERR_FETCH_UNMAPPED, UC_ERR_READ_UNMAPPED,
-                     UC_ERR_WRITE_UNMAPPED, UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR,
-                     UC_HOOK_MEM_WRITE, UC_HOOK_TLB_FILL, UC_MODE_ARM, UC_PROT_ALL, UC_PROT_EXEC,
-                     UC_TLB_VIRTUAL, Uc, UcError)
+from unicorn import (UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_HOOK_MEM_WRITE,
+                     UC_MEM_FETCH_UNMAPPED, UC_MEM_READ_UNMAPPED, UC_PROT_ALL, UC_TLB_VIRTUAL, Uc)
 import numpy as np
+from capstone import CS_ARCH_ARM64, CS_MODE_ARM, Cs
+from unicorn import UC_ARCH_ARM64, UC_MODE_ARM
 from unicorn import arm64_const as A
 
+from . import unicorn_boundary as ucb
 from .sysregs import SCTLR_M, SysReg, openbsd_tcr
-from .tlb import SetAssocTLB, TLBHierarchy, TLBIRun, WalkCache
+from .tlb import _TAG_BITS, GLOBAL_TAG, SetAssocTLB, TLBHierarchy, TLBIRun, WalkCache
 from .tlbi import Scope, TLBIOp, dsb_option, tlbi_asid, tlbi_va
 from .trace import Ev
-from .walker import Access, Fault, FaultKind, Regime, Translation, walk, walk_l3
+from .walker import FSC_BASE, Access, Fault, FaultKind, Regime, Translation, untagged, walk, walk_l3
 
-# emu_start's `until`: a VA in the hole between the ranges, never a real instruction.
-# Unicorn translates the page of until-1 when emulation ends (docs/unicorn.md §Setup).
-SENTINEL = 0x0001_0000_0000_0000
-SENTINEL_PAGE = (SENTINEL - 1) & ~0xFFF
-
-_UC_TLB_FLUSH = (1 << 30) | 11        # UC_CTL_TLB_FLUSH | UC_CTL_IO_WRITE for the raw uc_ctl call
+SENTINEL = ucb.SENTINEL                # emu_start's `until` (see unicorn_boundary)
+SENTINEL_PAGE = ucb.SENTINEL_PAGE
 
 # Speculative walks per 1000 cycles for each speculation setting.
 SPECULATION_RATES = {"off": 0.0, "default": 1.0, "aggressive": 20.0}
 
 _X_REGS = [getattr(A, f"UC_ARM64_REG_X{i}") for i in range(29)] + [A.UC_ARM64_REG_X29, A.UC_ARM64_REG_X30]
+
+# Unicorn CP_REG tuple (crn, crm, op0, op1, op2) of SPSR_EL1: the target of a guest ERET
+_SPSR_EL1 = (4, 0, 3, 0, 0)
 
 
 class StopKind(Enum):
@@ -51,8 +50,11 @@ class StopKind(Enum):
     UNDEF = "undef"
     BRK = "brk"
     BUS_ERROR = "bus-error"      # a translation to a PA with no memory behind it
-    SENTINEL = "jump-to-nothing" # the guest branched to the run sentinel
     ERROR = "error"
+
+
+# Stops that are synchronous exceptions to EL1: the CPU is charged cost.exception_entry
+EXCEPTION_STOPS = frozenset({StopKind.SVC, StopKind.FAULT, StopKind.UNDEF, StopKind.BRK, StopKind.BUS_ERROR})
 
 
 @dataclass(slots=True)
@@ -72,43 +74,84 @@ class Stop:
         return f"{self.kind.value} at pc {self.pc:#x}" + (f": {self.detail}" if self.detail else "")
 
 
-def _emu_counter_offset() -> int | None:
-    """Offset of uc_struct.emu_counter, found by calibration (None if not found).
+# ---------------------------------------------------------------- instruction words the model must see
+# Unicorn's instruction hooks do not see barriers or ERET (unicorn-notes §6): they are found by
+# decoding the words of every code frame Unicorn fetches from (Arm ARM C6.2: DSB, ISB, ERET).
+DSB_MASK, DSB_BITS = 0xFFFFF0FF, 0xD503309F      # DSB <option>: CRm in bits [11:8]
+ISB_MASK, ISB_BITS = 0xFFFFF0FF, 0xD50330DF
+ERET = 0xD69F03E0
+# DSB option (CRm) -> the name dsb() takes; CRm 0000/0100 are SSBB/PSSBB, not DSBs
+DSB_OPTIONS = {0b1111: "sy", 0b1110: "st", 0b1101: "ld", 0b1011: "ish", 0b1010: "ishst", 0b1001: "ishld",
+               0b0111: "nsh", 0b0110: "nshst", 0b0101: "nshld", 0b0011: "osh", 0b0010: "oshst",
+               0b0001: "oshld", 0b1000: "sy", 0b1100: "sy"}   # reserved options execute as DSB SY
 
-    Unicorn counts executed instructions for emu_start(count=N) but does not export the
-    counter; reading it gives an exact count when a quantum ends early (SVC, fault).
-    """
-    import mmap
-    buf = mmap.mmap(-1, 0x4000, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-    arr = np.frombuffer(buf, dtype=np.uint32)
-    add, svc = 0x91000400, 0xD4000001                    # add x0, x0, #1 ; svc #0
-    arr[0x1000 // 4: 0x1000 // 4 + 64] = add
-    arr[0x1000 // 4 + 37] = svc
-    uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
-    uc.ctl_set_page_size(4096)
-    uc.mem_map_ptr(0, 0x4000, UC_PROT_ALL, arr.ctypes.data)
-    uc.hook_add(UC_HOOK_INTR, lambda uc, n, ud: uc.emu_stop())
-    h = ctypes.cast(uc._uch, ctypes.c_void_p).value
-    snaps = []
-    for start, count in ((0x1000, 500), (0x1000 + 20, 777), (0x1000 + 4 * 40, 20)):
-        uc.emu_start(start, 0x3000, count=count)
-        snaps.append(np.frombuffer(ctypes.string_at(h, 2048), dtype=np.uint64).copy())  # (found at 1368 in 2.1.4)
-    a, b, c = snaps
-    for i in range(1, len(a)):
-        if (a[i], b[i], c[i]) == (500, 777, 20) and (a[i - 1], b[i - 1], c[i - 1]) == (38, 33, 21):
-            del uc
-            return (i - 1) * 8
+
+def decode_special(word: int) -> str | None:
+    """'dsb <option>', 'isb' or 'eret' for the words the model must act on, else None."""
+    if word & DSB_MASK == DSB_BITS:
+        opt = DSB_OPTIONS.get((word >> 8) & 0xF)
+        return None if opt is None else "dsb " + opt
+    if word & ISB_MASK == ISB_BITS:
+        return "isb"
+    if word == ERET:
+        return "eret"
     return None
 
 
-_COUNTER_OFFSET: int | None | bool = False
+def special_offsets(words: np.ndarray) -> list[int]:
+    """Byte offsets of DSB/ISB/ERET words in one code frame (1024 words)."""
+    m = (((words & DSB_MASK) == DSB_BITS) | ((words & ISB_MASK) == ISB_BITS) | (words == ERET))
+    return [int(i) * 4 for i in np.flatnonzero(m) if decode_special(int(words[i])) is not None]
+
+
+def is_literal_load(word: int) -> bool:
+    """LDR/LDRSW (literal), GPR or SIMD: a PC-relative data read with no '[' in its text;
+    PRFM (literal) (opc 11, V 0) is a hint and accesses nothing."""
+    return word & 0x3B000000 == 0x18000000 and not (word >> 30 == 3 and not word >> 26 & 1)
+
+
+# Instrumented mode: what an instruction word needs from the model before it executes
+_OTHER, _MEMORY, _SPECIAL = 0, 1, 2
+_WORD_KIND: dict[int, int] = {}       # word -> kind: a pure function of the word, shared by every CPU
+_CS = Cs(CS_ARCH_ARM64, CS_MODE_ARM)
+
+
+def _classify(word: int) -> int:
+    """_SPECIAL (DSB/ISB/ERET), _MEMORY (a load or store, incl. literal loads and DC) or _OTHER."""
+    if decode_special(word) is not None:
+        return _SPECIAL
+    if is_literal_load(word):
+        return _MEMORY
+    for insn in _CS.disasm(word.to_bytes(4, "little"), 0, 1):
+        return _MEMORY if "[" in insn.op_str or insn.mnemonic == "dc" else _OTHER
+    return _MEMORY                       # undecodable: be safe, let its access reach the model
+
+
+# ---------------------------------------------------------------- AT (address translation instructions)
+# SYS #0, C7, C8, #op2: S1E1R, S1E1W, S1E0R, S1E0W -> (access, EL of the permission check)
+AT_OPS = {0: ("S1E1R", Access.READ, 1), 1: ("S1E1W", Access.WRITE, 1),
+          2: ("S1E0R", Access.READ, 0), 3: ("S1E0W", Access.WRITE, 0)}
+PAR_F = 1                    # PAR_EL1.F: the translation aborted
+PAR_RES1 = 1 << 11
+PAR_SH_OUTER = 0b10
+
+
+def par_from(r: Translation | Fault, mair: int) -> int:
+    """PAR_EL1 after an AT (Arm ARM D13.2.102): on success the PA, the memory attributes
+    (MAIR byte of AttrIndx) and SH (reported as Outer Shareable for Device and Normal
+    Non-cacheable memory); on a fault F=1 and FST = the fault status code."""
+    if r.__class__ is Fault:
+        return PAR_RES1 | r.fsc << 1 | PAR_F
+    attr = (mair >> (8 * r.attrindx)) & 0xFF
+    sh = r.sh
+    if attr >> 4 == 0 or attr == 0x44:            # Device, or Normal Inner+Outer Non-cacheable
+        sh = PAR_SH_OUTER
+    return attr << 56 | (r.pa & 0xFFFF_FFFF_F000) | PAR_RES1 | sh << 7
 
 
 def counter_offset() -> int | None:
-    global _COUNTER_OFFSET
-    if _COUNTER_OFFSET is False:
-        _COUNTER_OFFSET = _emu_counter_offset()
-    return _COUNTER_OFFSET
+    """Offset of Unicorn's executed-instruction counter (see unicorn_boundary)."""
+    return ucb.counter_offset()
 
 
 class Cpu:
@@ -127,8 +170,7 @@ class Cpu:
                                           core.walk_cache.replacement))
         self.cycles = 0
         self.insns = 0
-        self.el = 1
-        self._el_set = False                 # Unicorn's PSTATE not yet written by set_el
+        self.el = 1                          # PSTATE.EL, followed through set_el, guest ERETs and Cpu.run
         self.instrument = machine.instrument
         self.spec_rate = SPECULATION_RATES[machine.speculate] / 1000.0
         self._spec_credit = 0.0
@@ -142,6 +184,7 @@ class Cpu:
         self.sctlr = SCTLR_M
         self.mair = 0xFF
         self.regime = Regime(0, 0, self.tcr, self.sctlr, machine.parange_bits)
+        self._tbi = False                    # TCR.TBI0 or TBI1: tags are stripped before the TLBs
         self.pending: list[tuple[TLBIOp, int, int]] = []   # TLBIs waiting for a DSB
         # statistics (gem5-like names in stats())
         self.events = Counter()
@@ -152,9 +195,16 @@ class Cpu:
         self.uc_flushes = 0
         self._fault: Fault | None = None
         self._fetch_looked_up: int | None = None
-        self._accesses_memory: dict[int, bool] = {}     # instrumented mode: per-PC decode cache
-        self._cs = None
         self._intr: int | None = None
+        self._probed = False                 # Unicorn probed the sentinel page in this run
+        self._bus_error: tuple[int, int] | None = None   # (UC_MEM_*_UNMAPPED, PA) in this run
+        self._redecode = False               # this CPU wrote its code: decode its frames again
+        # code frames: VA page -> frame of this CPU's last fetch fill there, so that a hooked
+        # address is decoded from the word actually executed (not from a VA of another program)
+        self._code_pa: dict[int, int] = {}
+        self._special_hooks: dict[int, int] = {}        # VA -> code hook on a DSB/ISB/ERET seen there
+        self._words = memoryview(self.mem.buf).cast("I")
+        self._translate = self._build_translate()
         self._setup_unicorn()
 
     # ------------------------------------------------------------------ Unicorn
@@ -163,25 +213,21 @@ class Cpu:
         uc.ctl_set_page_size(4096)                      # must come first (docs/unicorn.md §Setup)
         uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
         uc.mem_map_ptr(0, self.mem.size, UC_PROT_ALL, self.mem.address)
-        from unicorn.unicorn_py3.unicorn import uclib
-        self._uclib = uclib
-        self._uch = uc._uch
-        self._h = ctypes.cast(uc._uch, ctypes.c_void_p).value
-        off = counter_offset()
-        self._counter = ctypes.c_uint64.from_address(self._h + off) if off is not None else None
-        uc.hook_add(UC_HOOK_TLB_FILL, self._fill_hook)
+        self._raw = ucb.Raw(uc)
+        self._counter = self._raw.counter
+        self._raw.add_tlb_fill_hook(self._build_fill_hook())
         uc.hook_add(UC_HOOK_INTR, self._intr_hook)
+        uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._unmapped_hook)
         uc.hook_add(UC_HOOK_INSN, self._sys_hook, None, 1, 0, A.UC_ARM64_INS_SYS)
         uc.hook_add(UC_HOOK_INSN, self._msr_hook, None, 1, 0, A.UC_ARM64_INS_MSR)
         if self.instrument:
             uc.hook_add(UC_HOOK_CODE, self._code_hook)
-        self._barrier_hooks: dict[int, int] = {}
         self._code_write_hooks: dict[int, int] = {}
         self._sync_sysregs()
 
     def _uc_flush(self) -> None:
         """Drop every translation Unicorn caches (it refills from the model)."""
-        self._uclib.uc_ctl(self._uch, _UC_TLB_FLUSH)
+        self._raw.tlb_flush()
         self.uc_flushes += 1
         self.tlb.lost = False
 
@@ -190,25 +236,21 @@ class Cpu:
                        (SysReg.TCR_EL1, self.tcr), (SysReg.MAIR_EL1, self.mair)):
             self.uc.reg_write(A.UC_ARM64_REG_CP_REG, reg.cp_reg + (v,))
 
-    def add_barrier_hooks(self, barriers) -> None:
-        """Trap DSB/ISB/DMB at these VAs: Unicorn's instruction hooks do not see them."""
-        for va, mnemonic in barriers:
-            if va in self._barrier_hooks:
-                continue
-            m = mnemonic.lower()
-            kind = m.split()[1].strip() if " " in m else "sy"
-            if m.startswith("dsb"):
-                cb = (lambda k: lambda uc, addr, size, ud: self.dsb(k))(kind)
-            elif m.startswith("isb"):
-                cb = lambda uc, addr, size, ud: self.isb()
-            else:
-                continue
-            self._barrier_hooks[va] = self.uc.hook_add(UC_HOOK_CODE, cb, None, va, va)
-
     def drop_code(self) -> None:
-        """Forget all translated code (a code frame was written or reused)."""
+        """Forget all translated code (a code frame was written or reused); code pages are
+        fetched through the fill hook again, so their frames are decoded again."""
         self.uc.ctl_flush_tb()
-        self._accesses_memory.clear()
+        self._raw.tlb_flush()
+        self._code_pa.clear()
+
+    def redecode_code(self) -> None:
+        """This CPU wrote into one of its code frames: QEMU retranslates the code by itself,
+        but the frame's barriers must be decoded again. Called from inside the store's
+        memory hook, where flushing Unicorn's TLB would free the entry the store is using:
+        the flush waits for the next run (the architecture needs an ISB before the new
+        code is guaranteed to run anyway)."""
+        self._code_pa.clear()
+        self._redecode = True
 
     def watch_code_frame(self, pa: int) -> None:
         """Trap writes to a frame holding code so that other CPUs drop their translations."""
@@ -230,29 +272,87 @@ class Cpu:
         (refilling L1), or walk and fill; then the permission check. Charges cycles."""
         return self._translate(va, int(access), el)
 
-    def _translate(self, va: int, acc: int, el: int) -> Translation | Fault:
-        # The hot path under the fill hook: plain ints for the access kind (0 read, 1 write, 2 fetch).
+    def _build_translate(self):
+        """The one translation path (fill hook, instrumented fetches, Cpu.lookup), as a
+        closure over this CPU's TLBs: plain ints for the access kind (0 read, 1 write,
+        2 fetch); names bound as locals, it runs for every Unicorn TLB miss."""
+        cpu = self
+        machine = self.machine
         tlb = self.tlb
-        asid = self.regime.asid
-        l1 = tlb.itlb if acc == 2 else tlb.dtlb
-        e = l1.lookup(va, asid)
-        if e is not None:
-            self.cycles += self.cost.l1_tlb_hit
-        else:
-            e = tlb.l2.lookup(va, asid)
+        itlb, dtlb, l2 = tlb.itlb, tlb.dtlb, tlb.l2
+        l1_hit_cycles, l2_hit_cycles = self.cost.l1_tlb_hit, self.cost.l2_tlb_hit
+        walk_and_fill = self._walk
+        tag_bits, global_tag = _TAG_BITS, GLOBAL_TAG
+        PERMISSION = FaultKind.PERMISSION
+
+        def translate(va: int, acc: int, el: int) -> Translation | Fault:
+            regime = cpu.regime
+            if cpu._tbi:
+                va = untagged(regime, va)
+            asid = regime.asid
+            l1 = itlb if acc == 2 else dtlb
+            # NOTE: inlined from SetAssocTLB.lookup for speed (L1 of the access side)
+            e = None
+            sets, mask = l1.sets, l1.set_mask
+            for shift in l1.shifts:
+                vpn = va >> shift
+                s = sets[vpn & mask]
+                k = ((vpn << 6 | shift) << tag_bits) | asid
+                e = s.get(k)
+                if e is None:
+                    k = ((vpn << 6 | shift) << tag_bits) | global_tag
+                    e = s.get(k)
+                if e is not None:
+                    if l1.lru:
+                        del s[k]
+                        s[k] = e
+                    break
             if e is not None:
-                l1.insert(e, va)
-                self.cycles += self.cost.l2_tlb_hit
-                if tlb.lost:
-                    self._uc_flush()
+                l1.stats.hits += 1
+                cpu.cycles += l1_hit_cycles
+                if e.stale and machine.checker is not None:
+                    machine.checker.stale_use(cpu, va, e, Access(acc), el)
             else:
-                e = self._walk(va, acc == 2)
-                if e.__class__ is Fault:
-                    e.access, e.el = Access(acc), el
-                    return e
-        if e.perms >> (acc + (3 if el == 0 else 0)) & 1:          # perm_bit(access, el)
-            return e
-        return Fault(FaultKind.PERMISSION, e.level, va, Access(acc), el)
+                l1.stats.misses += 1
+                # NOTE: inlined from SetAssocTLB.lookup for speed (L2)
+                sets, mask = l2.sets, l2.set_mask
+                for shift in l2.shifts:
+                    vpn = va >> shift
+                    s = sets[vpn & mask]
+                    k = ((vpn << 6 | shift) << tag_bits) | asid
+                    e = s.get(k)
+                    if e is None:
+                        k = ((vpn << 6 | shift) << tag_bits) | global_tag
+                        e = s.get(k)
+                    if e is not None:
+                        if l2.lru:
+                            del s[k]
+                            s[k] = e
+                        break
+                if e is not None:
+                    l2.stats.hits += 1
+                    l1.insert(e, va)
+                    cpu.cycles += l2_hit_cycles
+                    if e.stale and machine.checker is not None:
+                        machine.checker.stale_use(cpu, va, e, Access(acc), el)
+                    if tlb.lost:
+                        cpu._uc_flush()
+                else:
+                    l2.stats.misses += 1
+                    e = walk_and_fill(va, acc == 2)
+                    if e.__class__ is Fault:
+                        e.access, e.el = Access(acc), el
+                        return e
+            if e.perms >> (acc + (3 if el == 0 else 0)) & 1:          # perm_bit(access, el)
+                return e
+            f = Fault(PERMISSION, e.level, va, Access(acc), el)
+            trace = machine.trace
+            if trace is not None:
+                trace.add(cpu.cycles, cpu.index, Ev.PERM_FAULT, va=va, asid=asid, access=f.access.name.lower(),
+                          el=el, level=e.level)
+            return f
+
+        return translate
 
     def _walk(self, va: int, fetch: bool | None, speculative: bool = False) -> Translation | Fault:
         """Walk (from the deepest walk-cache hit) and fill the TLBs: L2 always, and the L1 of
@@ -306,27 +406,99 @@ class Cpu:
             self._uc_flush()
         return r
 
-    def _fill_hook(self, uc, va, access, entry, ud) -> bool:
-        if va == SENTINEL_PAGE:
-            entry.paddr = 0
-            entry.perms = UC_PROT_EXEC
+    def _build_fill_hook(self):
+        """UC_HOOK_TLB_FILL: Unicorn missed in its own TLB; answer from the model. Unicorn
+        gets only the rights of the access side (X for a fetch, R/W for data), so that a
+        data read of a code page (a literal pool) still reaches the DTLB, and a fetch from
+        a data page the ITLB."""
+        cpu = self
+        translate = self._translate
+        instrument = self.instrument
+        code_pa = self._code_pa
+        code_fetch = self._code_fetch
+        entry_at = ucb.entry_at
+        sentinel_page = SENTINEL_PAGE
+        last_entry = [0, None]                 # Unicorn passes the same stack slot: one object for it
+
+        def fill(va: int, access: int, entry: int) -> bool:
+            if va == sentinel_page:
+                # Unicorn's probe at the end of every run (or a guest fetch in the hole, which
+                # Cpu.run recognises by the PC): not a translation the model is asked for
+                cpu._probed = True
+                return False
+            acc = access - 16                   # UC_MEM_READ/WRITE/FETCH -> 0/1/2
+            el = cpu.el
+            if acc == 2 and instrument:
+                # this lookup stands for the next instruction's fetch: its code hook skips its own
+                cpu._fetch_looked_up = va
+            e = translate(va, acc, el)
+            if e.__class__ is Fault:
+                cpu._fault = e
+                cpu.faults += 1
+                return False
+            paddr = e.pa_base | (va & (e.size - 1))
+            if entry != last_entry[0]:
+                last_entry[0], last_entry[1] = entry, entry_at(entry)
+            ent = last_entry[1]
+            ent.paddr = paddr
+            perms = e.perms >> 3 if el == 0 else e.perms
+            if acc == 2:
+                ent.perms = perms & 4
+                if code_pa.get(va & ~0xFFF) != paddr & ~0xFFF:
+                    code_fetch(va, paddr)
+            else:
+                ent.perms = perms & 3
             return True
-        acc = access - 16                         # UC_MEM_READ/WRITE/FETCH -> 0/1/2
-        el = self.el
-        if acc == 2 and self.instrument:
-            # this lookup stands for the next instruction's fetch: its code hook skips its own
-            self._fetch_looked_up = va
-        e = self._translate(va, acc, el)
-        if e.__class__ is Fault:
-            self._fault = e
-            self.faults += 1
-            return False
-        paddr = e.pa_base | (va & (e.size - 1))
-        entry.paddr = paddr
-        entry.perms = (e.perms >> (3 if el == 0 else 0)) & 7
-        if acc == 2:
-            self.machine.code_fetched(paddr)
-        return True
+
+        return fill
+
+    def _code_fetch(self, va: int, paddr: int) -> None:
+        """A code page got a new frame: watch the frame for writes and, in fast mode, hook
+        the addresses of its barriers and ERETs (decoded from the frame's words)."""
+        page, frame = va & ~0xFFF, paddr & ~0xFFF
+        self._code_pa[page] = frame
+        self.machine.code_fetched(frame)
+        if not self.instrument:
+            hooks = self._special_hooks
+            for off in self.machine.special_offsets(frame):
+                a = page | off
+                if a not in hooks:
+                    hooks[a] = self.uc.hook_add(UC_HOOK_CODE, self._special_hook, None, a, a)
+
+    def _code_word(self, va: int) -> int:
+        """The instruction word executed at va now (through this CPU's last code fill)."""
+        frame = self._code_pa.get(va & ~0xFFF)
+        if frame is None:
+            return int.from_bytes(self._read_code(va), "little")
+        return self._words[(frame | (va & 0xFFF)) >> 2]
+
+    def _special_hook(self, uc, address, size, ud) -> None:
+        # a code hook on an address where some fetched frame had a DSB/ISB/ERET: act only if
+        # the word executed now is one (another program may have other code at this VA)
+        what = decode_special(self._code_word(address))
+        if what is not None:
+            self._special(what)
+
+    def _special(self, what: str) -> None:
+        if what == "isb":
+            self.isb()
+        elif what == "eret":
+            self._eret()
+        else:
+            self.dsb(what[4:])
+
+    def _eret(self) -> None:
+        """A guest ERET, seen just before it executes: the model's EL follows SPSR_EL1.M.
+        At EL0 ERET is UNDEFINED (QEMU raises it); an illegal return keeps the EL."""
+        if self.el == 0:
+            return
+        spsr = self.uc.reg_read(A.UC_ARM64_REG_CP_REG, _SPSR_EL1)
+        target = (spsr >> 2) & 3
+        if spsr & 0x10 or target > 1:
+            return
+        self.el = target
+        self.cycles += self.cost.exception_return
+        self.events["eret"] += 1
 
     def _code_hook(self, uc, address, size, ud) -> None:
         # Instrumented mode: every instruction looks up the ITLB, and before an instruction
@@ -336,43 +508,63 @@ class Cpu:
         if self._fetch_looked_up == address & ~0xFFF:
             self._fetch_looked_up = None
         else:
-            self.lookup(address, Access.FETCH, self.el)
-        mem = self._accesses_memory.get(address)
-        if mem is None:
-            mem = self._accesses_memory[address] = self._decode_accesses_memory(address)
-        if mem:
-            self._uclib.uc_ctl(self._uch, _UC_TLB_FLUSH)
-
-    def _decode_accesses_memory(self, va: int) -> bool:
-        """Does the instruction at va load or store (a memory operand, or DC ZVA)?"""
-        from capstone import CS_ARCH_ARM64, CS_MODE_ARM, Cs
-        if self._cs is None:
-            self._cs = Cs(CS_ARCH_ARM64, CS_MODE_ARM)
-        for insn in self._cs.disasm(self._read_code(va), va, 1):
-            return "[" in insn.op_str or insn.mnemonic == "dc"
-        return True                     # undecodable: be safe, let its access reach the model
+            self._translate(address, 2, self.el)
+        word = self._code_word(address)
+        kind = _WORD_KIND.get(word)
+        if kind is None:
+            kind = _WORD_KIND[word] = _classify(word)
+        if kind == _MEMORY:
+            self._raw.tlb_flush()
+        elif kind == _SPECIAL:
+            self._special(decode_special(word))
 
     def _intr_hook(self, uc, intno, ud) -> None:
         self._intr = intno
         uc.emu_stop()
 
+    def _unmapped_hook(self, uc, access, pa, size, value, ud) -> bool:
+        # a translation the model gave leads to a PA with no memory behind it (a bus error)
+        self._bus_error = (access, pa)
+        return False
     # ------------------------------------------------------------------ system instructions
     def _sys_hook(self, uc, reg, cp, ud) -> int:
-        op = TLBIOp.from_sys(cp.op1, cp.crn, cp.crm, cp.op2) if cp.op0 == 1 else None
+        # Runs before QEMU's own access check (unicorn-notes §3): at EL0, TLBI/AT/DC/IC go
+        # to QEMU, which raises UNDEFINED (or allows the EL0-permitted DC/IC forms).
+        if cp.op0 != 1 or self._raw.el() == 0:
+            return 0
+        op = TLBIOp.from_sys(cp.op1, cp.crn, cp.crm, cp.op2)
         if op is not None:
             self.tlbi(op, cp.val)
             return 1                                   # the model does it; skip QEMU's own
-        if cp.op0 == 1 and cp.crn == 7 and cp.crm in (1, 5):   # IC IALLUIS / IALLU / IVAU
+        if cp.op1 == 0 and cp.crn == 7 and cp.crm == 8 and cp.op2 in AT_OPS:
+            # QEMU would walk with its MMU view, not the model's (PAR = the VA): serve AT here
+            self.uc.reg_write(A.UC_ARM64_REG_CP_REG, SysReg.PAR_EL1.cp_reg + (self.at(cp.op2, cp.val),))
+            return 1
+        if cp.crn == 7 and cp.crm in (1, 5):           # IC IALLUIS / IALLU / IVAU
             self.machine.drop_code_others(self)
         return 0
 
     def _msr_hook(self, uc, reg, cp, ud) -> int:
         r = SysReg.from_encoding(cp.op0, cp.op1, cp.crn, cp.crm, cp.op2)
         if r in (SysReg.TTBR0_EL1, SysReg.TTBR1_EL1, SysReg.TCR_EL1, SysReg.SCTLR_EL1, SysReg.MAIR_EL1):
+            if self._raw.el() == 0:
+                return 0                               # EL1 registers: UNDEFINED at EL0 (QEMU raises it)
             self.msr(r, cp.val)
             return 1
         return 0
 
+    def at(self, op2: int, va: int) -> int:
+        """AT S1E1R/S1E1W/S1E0R/S1E0W (op2 0..3) of va: a stage-1 walk of the tables as they
+        are now (no TLB lookup or fill), checked for that access and EL; returns PAR_EL1."""
+        name, access, el = AT_OPS[op2]
+        regime = self.regime
+        va &= (1 << 64) - 1
+        r = walk(self.mem, regime, untagged(regime, va))
+        self.cycles += len(r.reads) * self._descriptor_read
+        self.events[f"at.{name}"] += 1
+        if r.__class__ is not Fault and not r.perms >> (access + (3 if el == 0 else 0)) & 1:
+            r = Fault(FaultKind.PERMISSION, r.level, va, access, el)
+        return par_from(r, self.mair)
     def msr(self, reg: SysReg, value: int) -> None:
         """Write a system register the MMU depends on. Nothing is invalidated (the
         architecture does not), but Unicorn's untagged TLB must forget the old context."""
@@ -397,9 +589,12 @@ class Cpu:
             raise ValueError(f"{reg.name} is not modelled")
         self.events[f"msr.{reg.name}"] += 1
         self.regime = Regime(self.ttbr0, self.ttbr1, self.tcr, self.sctlr, self.machine.parange_bits)
+        self._tbi = 55 in self.regime.top_bit
         if reg is not SysReg.SCTLR_EL1:
             self.uc.reg_write(A.UC_ARM64_REG_CP_REG, reg.cp_reg + (value,))
         self._uc_flush()
+        if self.machine.checker is not None and reg is not SysReg.MAIR_EL1:
+            self.machine.checker.sysreg_written(self)      # new walk roots, ASID handovers
         trace = self.machine.trace
         if trace is not None:
             trace.add(self.cycles, self.index, Ev.MSR, reg=reg.name, value=value)
@@ -660,13 +855,12 @@ class Cpu:
     # ------------------------------------------------------------------ running guest code
     def set_el(self, el: int) -> None:
         """Switch the exception level Unicorn runs at (EL0 user code, EL1 kernel code)."""
-        if el == self.el and self._el_set:
+        if el == self.el:
             return
         self.uc.reg_write(A.UC_ARM64_REG_PSTATE, 0x3C5 if el == 1 else 0x0)
         # a CP_REG write makes Unicorn rebuild its cached hflags (docs/unicorn.md §EL0)
         self.uc.reg_write(A.UC_ARM64_REG_CP_REG, (13, 0, 3, 3, 2, self.uc.reg_read(A.UC_ARM64_REG_TPIDR_EL0)))
         self.el = el
-        self._el_set = True
 
     @property
     def pc(self) -> int:
@@ -691,40 +885,62 @@ class Cpu:
         self.uc.reg_write(A.UC_ARM64_REG_SP_EL0 if self.el == 0 else A.UC_ARM64_REG_SP, v)
 
     def run(self, count: int, pc: int | None = None) -> Stop:
-        """Run up to `count` guest instructions from pc (default: where it stopped)."""
+        """Run up to `count` (> 0) guest instructions from pc (default: where it stopped).
+
+        A synchronous exception (SVC, abort, undefined instruction, BRK, bus error) ends
+        the run and is charged cost.exception_entry; `executed` counts the instructions
+        retired (an aborted or undefined instruction is not; a branch whose target
+        aborts on fetch is)."""
+        if count <= 0:
+            raise ValueError(f"instruction count must be positive, not {count}")   # Unicorn: 0 = no limit
+        raw = self._raw
         if pc is None:
-            pc = self.uc.reg_read(A.UC_ARM64_REG_PC)
+            pc = raw.pc()
         self._fault = None
         self._intr = None
+        self._probed = False
+        self._bus_error = None
         start_insns = self.insns
         kind = StopKind.QUANTUM
         detail = ""
-        try:
-            self.uc.emu_start(pc, SENTINEL, count=count)
-        except UcError as ex:
-            hx = getattr(self.uc, "_hook_exception", None)
-            if hx is not None:
-                self.uc._hook_exception = None
-                raise hx
+        self.el = raw.el()                  # PSTATE is the truth, whatever changed it
+        if self._redecode:
+            self._redecode = False
+            self._uc_flush()
+        status = raw.emu_start(pc, count)
+        hx = self.uc._hook_exception
+        if hx is not None:
+            self.uc._hook_exception = None
+            raise hx
+        new_pc = raw.pc()
+        if status != ucb.UC_ERR_OK:
             if self._fault is not None:
                 kind = StopKind.FAULT
-            elif ex.errno in (UC_ERR_READ_UNMAPPED, UC_ERR_WRITE_UNMAPPED, UC_ERR_FETCH_UNMAPPED):
-                kind, detail = StopKind.BUS_ERROR, str(ex)
-            elif ex.errno == UC_ERR_EXCEPTION and self._intr is None:
-                kind, detail = StopKind.ERROR, str(ex)
-            else:
-                kind, detail = StopKind.ERROR, str(ex)
-        new_pc = self.uc.reg_read(A.UC_ARM64_REG_PC)
+            elif self._bus_error is not None:
+                access, pa = self._bus_error
+                what = {UC_MEM_READ_UNMAPPED: "read", UC_MEM_FETCH_UNMAPPED: "fetch"}.get(access, "write")
+                kind, detail = StopKind.BUS_ERROR, f"{what} of unmapped PA {pa:#x}"
+            elif status == ucb.UC_ERR_EXCEPTION and new_pc & ~0xFFF == SENTINEL_PAGE:
+                # the guest fetched from the sentinel page, which the fill hook does not give
+                # to the model: ask it now (a VA in the hole: a level-0 translation fault)
+                self._fault = self._translate(new_pc, int(Access.FETCH), self.el)
+                self.faults += 1
+                kind = StopKind.FAULT
+            elif not (status == ucb.UC_ERR_EXCEPTION and self._probed):
+                kind, detail = StopKind.ERROR, ucb.strerror(status)
+            # else: only Unicorn's end-of-run probe of the sentinel page was refused
         if kind is StopKind.QUANTUM and self._intr is not None:
             kind = {2: StopKind.SVC, 1: StopKind.UNDEF, 7: StopKind.BRK}.get(self._intr, StopKind.ERROR)
             if kind is StopKind.ERROR:
                 detail = f"unexpected exception {self._intr}"
-        elif kind is StopKind.QUANTUM and new_pc == SENTINEL:
-            kind = StopKind.SENTINEL
-        # instructions retired in this call
+        # instructions retired in this call: an instruction abort on fetch happens before
+        # the instruction is counted; a data abort, UNDEF or BRK after
+        fetch_abort = (kind is StopKind.FAULT and self._fault.access is Access.FETCH) or (
+            kind is StopKind.BUS_ERROR and self._bus_error[0] == UC_MEM_FETCH_UNMAPPED)
+        not_retired = kind in EXCEPTION_STOPS and kind is not StopKind.SVC and not fetch_abort
         if self.instrument:
             executed = self.insns - start_insns
-            if kind in (StopKind.FAULT, StopKind.UNDEF, StopKind.BRK, StopKind.BUS_ERROR) and executed:
+            if not_retired and executed:
                 executed -= 1                   # the code hook counted the instruction that did not retire
                 self.insns -= 1
                 self.cycles -= self.cost.base_cpi
@@ -732,34 +948,42 @@ class Cpu:
             if self._counter is not None:
                 c = self._counter.value
                 executed = min(c, count)
-                if kind in (StopKind.FAULT, StopKind.UNDEF, StopKind.BRK, StopKind.BUS_ERROR) and c <= count:
+                if not_retired and c <= count:
                     executed = max(0, c - 1)
             else:
                 executed = count if kind is StopKind.QUANTUM else 0
             self.insns += executed
             self.cycles += executed * self.cost.base_cpi
+        if kind in EXCEPTION_STOPS:
+            self.cycles += self.cost.exception_entry
         svc = None
+        trace = self.machine.trace
         if kind is StopKind.SVC:
             insn = int.from_bytes(self._read_code(new_pc - 4), "little")
             svc = (insn >> 5) & 0xFFFF
-            trace = self.machine.trace
             if trace is not None:
                 trace.add(self.cycles, self.index, Ev.SVC, imm=svc, x8=self.reg(8), pc=new_pc - 4)
+        elif kind is StopKind.UNDEF:
+            self.events["undef"] += 1
+            if trace is not None:
+                trace.add(self.cycles, self.index, Ev.UNDEF, pc=new_pc, insn=f"{self._code_word(new_pc):08x}",
+                          el=self.el)
         if self.pending:
             self.complete_tlbis()               # hardware completes them eventually; at the latest here
         if self.spec_rate:
             self.speculate()
+        self.el = raw.el()
         return Stop(kind, new_pc, executed, svc, self._fault, detail)
 
     def _read_code(self, va: int) -> bytes:
         """Read an instruction word without disturbing TLB state or statistics."""
+        va = untagged(self.regime, va)
         e = self.tlb.probe(va, self.regime.asid)
         if e is None:
             e = walk(self.mem, self.regime, va)
             if e.__class__ is Fault:
                 return b"\0\0\0\0"
         return self.mem.read(e.pa_base | (va & (e.size - 1)), 4)
-
     # ------------------------------------------------------------------ stats
     def stats(self) -> dict[str, int]:
         out = {}

@@ -12,9 +12,11 @@ from collections import Counter
 from typing import Callable
 
 from .cores import CorePreset, load_preset
-from .cpu import SPECULATION_RATES, Cpu, Stop, StopKind
+import numpy as np
+
+from .cpu import SPECULATION_RATES, Cpu, Stop, StopKind, special_offsets
 from .frames import FrameAllocator, FrameInfo, FrameKind
-from .physmem import PAGE_SHIFT, PhysMem
+from .physmem import PAGE_SHIFT, PAGE_SIZE, PhysMem
 from .trace import Trace
 
 
@@ -40,6 +42,8 @@ class Machine:
         self.mem = PhysMem(mem_size)
         self.frames = FrameAllocator(self.mem)
         self.walk_observers: list[Callable] = []      # fn(cpu, va, result, speculative)
+        self.checker = None                           # TLB-hazard checker: told of hits on stale entries
+        self._special_offsets: dict[int, list[int]] = {}   # code frame -> offsets of DSB/ISB/ERET
         self.code_frames: set[int] = set()            # frames some CPU has fetched instructions from
         self.frames.listeners.append(self._frame_changed)
         self.mem.write_listeners.append(self._host_wrote)
@@ -53,20 +57,35 @@ class Machine:
             for cpu in self.cpus:
                 cpu.watch_code_frame(frame)
 
+    def special_offsets(self, frame: int) -> list[int]:
+        """Offsets of the DSB/ISB/ERET words in a code frame (decoded once per contents)."""
+        offs = self._special_offsets.get(frame)
+        if offs is None:
+            offs = self._special_offsets[frame] = special_offsets(self.mem.buf[frame:frame + PAGE_SIZE].view(np.uint32))
+        return offs
+
     def code_written(self, writer: Cpu | None, frame: int) -> None:
-        """A code frame was written by a guest store of `writer` (None: by the host)."""
+        """A code frame was written by a guest store of `writer` (None: by the host).
+        Every CPU decodes its code frames again; the others also drop their translated
+        code (QEMU notices a CPU's stores into its own code, not other instances')."""
+        self._special_offsets.pop(frame, None)
         for cpu in self.cpus:
             if cpu is not writer:
                 cpu.drop_code()
+            else:
+                cpu.redecode_code()
 
     def _host_wrote(self, pa: int, length: int) -> None:
         # a kernel-side store into a frame that holds code (copyout, ptrace-like pokes)
         frame = pa & ~0xFFF
+        written = False
         while frame < pa + length:
             if frame in self.code_frames:
-                self.code_written(None, frame)
-                return
+                self._special_offsets.pop(frame, None)
+                written = True
             frame += 0x1000
+        if written:
+            self.code_written(None, pa & ~0xFFF)
 
     def drop_code_others(self, cpu: Cpu) -> None:
         for other in self.cpus:
@@ -77,16 +96,18 @@ class Machine:
         # A freed or reused code frame may get new contents: forget its translations.
         if pa in self.code_frames and new.kind is FrameKind.FREE:
             self.code_frames.discard(pa)
+            self._special_offsets.pop(pa, None)
             for cpu in self.cpus:
                 cpu.unwatch_code_frame(pa)
                 cpu.drop_code()
 
-    def load_code(self, pa: int, code: bytes, barriers=()) -> None:
-        """Host-side load of guest code at a physical address; every CPU sees it fresh."""
+    def load_code(self, pa: int, code: bytes) -> None:
+        """Host-side load of guest code at a physical address; every CPU sees it fresh
+        (barriers are found by decoding each code frame when a CPU fetches from it)."""
         self.mem.write(pa, code)
+        self._special_offsets.clear()
         for cpu in self.cpus:
             cpu.drop_code()
-            cpu.add_barrier_hooks(barriers)
 
     # ---------------------------------------------------------------- running
     def next_cpu(self, runnable: list[Cpu]) -> Cpu:
@@ -101,20 +122,28 @@ class Machine:
         keep that CPU running (having fixed its state) or False to retire it. Without
         a handler any stop other than the end of a quantum retires the CPU.
         """
+        if quantum <= 0:
+            raise ValueError(f"quantum must be a positive instruction count, not {quantum}")
+        if budget <= 0:
+            raise ValueError(f"budget must be a positive instruction count, not {budget}")
         runnable = list(self.cpus if active is None else active)
+        stops = {cpu.index: 0 for cpu in runnable}    # each stop counts as one step of the budget
         while runnable:
             cpu = self.next_cpu(runnable)
-            if cpu.insns >= budget:
-                raise BudgetExceeded(f"cpu{cpu.index} ran {cpu.insns} instructions without finishing "
-                                     f"(budget {budget}); last pc {cpu.pc:#x}")
+            spent = cpu.insns + stops[cpu.index]
+            if spent >= budget:
+                raise BudgetExceeded(f"cpu{cpu.index} ran {cpu.insns} instructions and stopped "
+                                     f"{stops[cpu.index]} times without finishing (budget {budget}); "
+                                     f"last pc {cpu.pc:#x}")
             before = cpu.cycles
-            stop = cpu.run(min(quantum, budget - cpu.insns))
+            stop = cpu.run(min(quantum, budget - spent))
             # CPUs with nothing to run still speculate while time passes
             for other in self.cpus:
                 if other.spec_rate and other not in runnable:
                     other.speculate(elapsed=cpu.cycles - before)
             if stop.kind is StopKind.QUANTUM:
                 continue
+            stops[cpu.index] += 1
             keep = on_stop(cpu, stop) if on_stop is not None else False
             if not keep:
                 runnable.remove(cpu)

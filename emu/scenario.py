@@ -20,6 +20,6 @@ def map_program(machine, ps, cpu, pm, prog) -> list[int]:
             pa = machine.frames.alloc(FrameKind.USER, owner=pm)
             frames.append(pa)
             if name == "code":
-                machine.load_code(pa, prog.code[off:off + PAGE_SIZE], prog.barriers)
+                machine.load_code(pa, prog.code[off:off + PAGE_SIZE])
             ps.pmap_enter(cpu, pm, region.start + off, pa, prot)
     return frames

@@ -217,6 +217,18 @@ def _leaf_perms(desc: int, tattrs: int, wxn: bool) -> int:
     return el1 | el0 << 3
 
 
+TAG_MASK = 0xFF << 56
+
+
+def untagged(regime: Regime, va: int) -> int:
+    """va without its TBI tag (bits 63:56 = copies of bit 55) when TCR.TBIx applies to its
+    half: tags are not part of the translated address, so not of TLB entries either."""
+    sel = (va >> 55) & 1
+    if regime.top_bit[sel] != 55:
+        return va
+    return va | TAG_MASK if sel else va & ~TAG_MASK
+
+
 def walk(mem: PhysMem, regime: Regime, va: int, start: tuple | None = None) -> Translation | Fault:
     """Walk the tables for `va`. No permission check (see check_access).
 

@@ -36,7 +36,7 @@ def switch_to(cpu, tables, asid=ASID):
 
 def load(m, t, src, va=CODE, el=0, **defs):
     prog = assemble(src, va)
-    t.map_code(va, prog.code, el=el, barriers=prog.barriers)
+    t.map_code(va, prog.code, el=el)
     return prog
 
 
@@ -520,7 +520,7 @@ def test_translation_to_missing_memory_is_a_bus_error():
     cpu.set_el(0)
     stop = cpu.run(100, pc=CODE)
     assert stop.kind is StopKind.BUS_ERROR and stop.pc == CODE + 8
-    assert "UNMAPPED" in stop.detail
+    assert stop.detail == f"write of unmapped PA {m.mem.size + 0x10000:#x}"
 
 
 def test_el0_cannot_touch_kernel_pages_el1_can_touch_user_pages():
