@@ -15,8 +15,8 @@ from pmap_py import pmap_bootstrap
 HW_KEYS = ("tlbi.VAE1IS", "tlbi.VAALE1IS", "tlbi.ASIDE1IS", "tlbi.VMALLE1IS", "dsb", "isb", "ttbr_writes")
 
 
-def make(legacy=False, revision=None, asid_bits=16, seed=0, trace=None, ncpus=2):
-    core = load_preset("cortex-a72")
+def make(legacy=False, revision=None, asid_bits=16, seed=0, trace=None, ncpus=2, core="cortex-a72"):
+    core = load_preset(core)
     if asid_bits != core.asid_bits:
         core = dataclasses.replace(core, asid_bits=asid_bits)
     if trace is True:
