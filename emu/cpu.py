@@ -75,7 +75,7 @@ class Stop:
 
 
 # ---------------------------------------------------------------- instruction words the model must see
-# Unicorn's instruction hooks do not see barriers or ERET (unicorn-notes §6): they are found by
+# Unicorn's instruction hooks do not see barriers or ERET (docs/unicorn.md §Flushing Unicorn's TLB): they are found by
 # decoding the words of every code frame Unicorn fetches from (Arm ARM C6.2: DSB, ISB, ERET).
 DSB_MASK, DSB_BITS = 0xFFFFF0FF, 0xD503309F      # DSB <option>: CRm in bits [11:8]
 ISB_MASK, ISB_BITS = 0xFFFFF0FF, 0xD50330DF
@@ -528,7 +528,7 @@ class Cpu:
         return False
     # ------------------------------------------------------------------ system instructions
     def _sys_hook(self, uc, reg, cp, ud) -> int:
-        # Runs before QEMU's own access check (unicorn-notes §3): at EL0, TLBI/AT/DC/IC go
+        # Runs before QEMU's own access check (docs/unicorn.md §Flushing Unicorn's TLB): at EL0, TLBI/AT/DC/IC go
         # to QEMU, which raises UNDEFINED (or allows the EL0-permitted DC/IC forms).
         if cp.op0 != 1 or self._raw.el() == 0:
             return 0

@@ -54,7 +54,7 @@ UC_ERR_EXCEPTION = unicorn.UC_ERR_EXCEPTION
 # emu_start's `until`: a VA that no translation regime maps (bit 48 set, bit 55 clear: the
 # hole between the ranges for every T0SZ >= 16, with or without TBI), so reaching it is a
 # level-0 translation fault like any other VA in the hole. When emulation ends, Unicorn
-# translates the page of until - 1 (unicorn-notes §0, issue #2376): SENTINEL_PAGE, also
+# translates the page of until - 1 (docs/unicorn.md §Setup, issue #2376): SENTINEL_PAGE, also
 # in the hole. The fill hook refuses that probe without asking the model; Cpu.run tells
 # the probe from a guest fetch by the PC.
 SENTINEL = 0x0001_0000_0000_1000
