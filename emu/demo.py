@@ -1,6 +1,6 @@
 """`armmu demo`: one process's address space torn down three ways, side by side.
 
-A real guest (guest/programs/touch.S) runs at EL0 on cpu0 through a pmap built by
+A real guest (guest/programs/touch.S, built by guest.build) runs at EL0 on cpu0 through a pmap built by
 pmap_py, touches its heap pages and calls exit; then the address space is torn down
 as OpenBSD arm64 did in 2018 (pmap.c 1.58, the reaper flushes every page), as a
 uvm_purge in exit1 would do it without pmap_purge (every page flushed while pm_active
@@ -61,6 +61,7 @@ def run_path(path: str, revision: str, pages: int, ncpus: int, core: str, seed: 
     ps.pmap_activate(cpu, pm)
     ps.pmap_userret(cpu)
     pc = prog.entry
+    cpu.sp = prog.initial_sp
     while True:
         if cpu.insns > budget:
             raise ValueError(f"guest ran past its budget of {budget} instructions")

@@ -1,25 +1,36 @@
-"""Composing the layers: a guest program loaded into a pmap (an exec, in short).
+"""Composing the layers: a guest image loaded into a pmap (an exec, in short).
 
 An outer module like cli.py: the only place in emu, with them, that imports pmap_py and guest.
 """
 from __future__ import annotations
 
-from pmap_py import PROT_EXEC, PROT_READ, PROT_WRITE
+from pmap_py import PROT_EXEC
 
 from .frames import FrameKind
 from .physmem import PAGE_SIZE
 
 
 def map_program(machine, ps, cpu, pm, prog) -> list[int]:
-    """Give every page of prog.layout a USER frame of pm and pmap_enter it (code r-x with
-    the code copied in, heap and stack rw-). Returns the frames, for uvm_unmap_detach."""
+    """Exec ``prog`` (a guest.image.Image) into pm: every page of each PT_LOAD segment gets a
+    USER frame holding the segment's bytes (code through ``load_code``, so every CPU sees it
+    fresh) and is pmap_enter'ed with the segment's protection (guest.image uses OpenBSD's PROT_* bits,
+    as pmap_py does); every page of each declared
+    region with ``populate`` is entered zero-filled (regions entered on fault are left to
+    the kernel model's fault handler). Returns the frames, for uvm_unmap_detach."""
     frames = []
-    for name, region in prog.layout.items():
-        prot = PROT_READ | (PROT_EXEC if name == "code" else PROT_WRITE)
-        for off in range(0, region.size, PAGE_SIZE):
+    for seg in prog.segments:
+        for va in range(seg.start, seg.end, PAGE_SIZE):
             pa = machine.frames.alloc(FrameKind.USER, owner=pm)
             frames.append(pa)
-            if name == "code":
-                machine.load_code(pa, prog.code[off:off + PAGE_SIZE])
-            ps.pmap_enter(cpu, pm, region.start + off, pa, prot)
+            if seg.prot & PROT_EXEC:
+                machine.load_code(pa, seg.page(va))
+            else:
+                machine.mem.write(pa, seg.page(va))
+            ps.pmap_enter(cpu, pm, va, pa, seg.prot)
+    for region in prog.regions:
+        if region.populate:
+            for va in range(region.start, region.end, PAGE_SIZE):
+                pa = machine.frames.alloc(FrameKind.USER, owner=pm)
+                frames.append(pa)
+                ps.pmap_enter(cpu, pm, va, pa, region.prot)
     return frames

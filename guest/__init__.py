@@ -1,6 +1,8 @@
-"""Guest side: AArch64 user programs assembled from source (``guest.programs``), the
-keystone/capstone front end (``guest.asm``) and the syscall numbers (``guest.syscalls``)."""
-from .asm import AssembleError, Program, Region, assemble
-from .syscalls import Sys
+"""Guest side: AArch64 workloads (``guest.programs``) built from ``.S``/``.c`` by clang and
+ld.lld from the ziglang wheel (``guest.build``), loaded from ELF (``guest.image``), test
+snippets (``guest.asm``), and the syscall ABI (``guest.syscalls``, ``guest/include``)."""
+from .asm import assemble
+from .build import build, load_file
+from .image import GuestBuildError, Image, Region, Segment, load_elf
 
-__all__ = ["AssembleError", "Program", "Region", "assemble", "Sys"]
+__all__ = ["GuestBuildError", "Image", "Region", "Segment", "assemble", "build", "load_elf", "load_file"]

@@ -21,6 +21,9 @@ ABI (as on OpenBSD/arm64, ``sys/arch/arm64/arm64/syscall.c``)
 * ``__threxit(notdead)``: ends the calling thread; if ``notdead`` is non-NULL the kernel
   stores 0 there (and wakes sleepers on it). The last thread's __threxit exits the process.
 * ``exit(status)``: ends the process, killing all other threads (the exit path under study).
+* At exec the kernel starts the main thread at the ELF entry point with ``sp`` = the top
+  of the image's ``stack`` region (16-byte aligned) and every other register 0, as
+  OpenBSD's ``setregs`` does (``sys/arch/arm64/arm64/machdep.c``).
 
 Source of the numbers: OpenBSD ``sys/kern/syscalls.master`` as generated into Go's
 ``syscall/zsysnum_openbsd_*.go`` (newer tables, e.g. riscv64: ``SYS_MMAP = 49``,
@@ -66,6 +69,37 @@ SVC_SPEC_BARRIER = ("dsb nsh", "isb")   # what OpenBSD's libc puts after every s
 SVC_RESUME_SKIP = 8            # bytes the OpenBSD kernel adds to ELR to skip that barrier
 
 
+# <sys/mman.h> (OpenBSD mman.h 1.35) and <sys/errno.h>: what mmap/munmap/mprotect take and return
+PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = 0x0, 0x1, 0x2, 0x4
+MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANON, MAP_STACK = 0x1, 0x2, 0x10, 0x1000, 0x4000
+MAP_FLAGMASK = 0xFFF7          # OpenBSD refuses mmap flags outside this mask
+# armmu extension, outside MAP_FLAGMASK so no OpenBSD flag can mean it: enter every page
+# at mmap time (as Linux's MAP_POPULATE), so that a 1 GiB space builds without faults
+MAP_POPULATE = 0x10000
+EPERM, ENOMEM, EFAULT, EINVAL, EAGAIN, ENOSYS = 1, 12, 14, 22, 35, 78
+
+_HEADER_CONSTANTS = (
+    ("PROT_NONE", PROT_NONE), ("PROT_READ", PROT_READ), ("PROT_WRITE", PROT_WRITE), ("PROT_EXEC", PROT_EXEC),
+    ("MAP_SHARED", MAP_SHARED), ("MAP_PRIVATE", MAP_PRIVATE), ("MAP_FIXED", MAP_FIXED), ("MAP_ANON", MAP_ANON),
+    ("MAP_STACK", MAP_STACK), ("MAP_POPULATE", MAP_POPULATE),
+    ("EPERM", EPERM), ("ENOMEM", ENOMEM), ("EFAULT", EFAULT), ("EINVAL", EINVAL), ("EAGAIN", EAGAIN),
+    ("ENOSYS", ENOSYS), ("TFORK_PARAM_SIZE", TFORK_PARAM_SIZE),
+)
+HEADER = "armmu/syscall.h"     # under guest/include/
+
+
+def header_text() -> str:
+    """guest/include/armmu/syscall.h: the numbers above as #defines, for C and .S guests."""
+    lines = ["/* Generated from guest/syscalls.py by `python -m guest.syscalls`: do not edit. */",
+             "#ifndef ARMMU_SYSCALL_H", "#define ARMMU_SYSCALL_H", ""]
+    lines += [f"#define {s.asm_name:<20} {int(s)}" for s in Sys]
+    lines.append("")
+    lines += [f"#define {name:<20} {value:#x}" if name.startswith(("PROT_", "MAP_")) else
+              f"#define {name:<20} {value}" for name, value in _HEADER_CONSTANTS]
+    lines += ["", "#endif", ""]
+    return "\n".join(lines)
+
+
 def asm_constants() -> dict[str, int]:
     """``{"SYS_exit": 1, "SYS___tfork": 8, ...}``: the constants guest sources may use."""
     return {s.asm_name: int(s) for s in Sys}
@@ -78,3 +112,10 @@ def by_name(name: str) -> Sys:
         if key in (s.name, s.name.lower(), s.openbsd_name):
             return s
     raise KeyError(name)
+
+
+if __name__ == "__main__":
+    from pathlib import Path
+    out = Path(__file__).resolve().parent / "include" / HEADER
+    out.write_text(header_text())
+    print(f"wrote {out}")

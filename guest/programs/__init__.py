@@ -1,112 +1,110 @@
-"""Guest workloads: the AArch64 ``.S`` sources in this directory and their loader.
+"""Guest workloads: the ``.S`` and ``.c`` sources in this directory.
 
-Every source starts with a one-line description comment, documents what it does and
-which memory it expects, and declares its knobs as ``.equ NAME, default  // @param doc``
-and its memory layout as ``.equ NAME, value  // @layout doc`` (HEAP_BASE, HEAP_SIZE,
-STACK_TOP, STACK_SIZE; code goes at the load base). Any ``.equ`` can be overridden:
-``load("touch", {"NPAGES": 256})``. ``Program.layout`` turns the result into regions.
+Every source starts with a one-line description comment and declares its knobs in
+comment lines ``// @param NAME=default  one-line doc``; a build passes each knob as
+``-DNAME=value`` (the default unless overridden: ``load("touch", {"NPAGES": 256})``).
+The memory a workload needs besides its segments is declared in the source with
+ARMMU_REGION (guest/include/armmu/region.h) and read back from the ELF.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
-from ..asm import Program, assemble
+from ..build import TEXT_BASE, build, load_file as _load_file
+from ..image import GuestBuildError, Image
 
-DEFAULT_BASE = 0x100000          # where programs are loaded unless told otherwise
+DEFAULT_BASE = TEXT_BASE
 PROGRAM_DIR = Path(__file__).resolve().parent
-
-_EQU_RE = re.compile(r"^\s*(?:[\w.$]+:\s*)*\.(?:equ|set|equiv)\s+([\w.$]+)\s*,\s*(.*?)\s*(?://\s*(.*))?$")
-_ASSIGN_RE = re.compile(r"^\s*([A-Za-z_.$][\w.$]*)\s*=\s*(.*?)\s*(?://\s*(.*))?$")
+_PARAM_RE = re.compile(r"^\s*//\s*@param\s+([A-Za-z_]\w*)=(\S+)\s*(.*)$")
+_SUFFIXES = (".S", ".c")
 
 
 @dataclass(frozen=True)
 class Param:
     name: str
-    default: str        # the expression in the source
+    default: str        # as written in the source
     doc: str
 
 
 @dataclass(frozen=True)
 class ProgramInfo:
     name: str
-    description: str    # first comment line of the source
+    description: str            # the first comment line
     path: Path
-    params: dict[str, Param]     # `// @param` constants: the workload's knobs
-    layout: dict[str, Param]     # `// @layout` constants: memory it expects mapped
-    constants: tuple[str, ...]   # every constant the source defines (all overridable)
+    params: dict[str, Param]    # the knobs, in source order
 
 
-def _parse_info(name: str, path: Path, text: str) -> ProgramInfo:
+def parse_info(name: str, path: Path, text: str) -> ProgramInfo:
     description = ""
     for line in text.splitlines():
         s = line.strip()
         if s:
-            if s.startswith("//"):
-                description = s[2:].strip()
+            description = s[2:].strip() if s.startswith("//") else ""
             break
-    params, layout, consts = {}, {}, []
+    params = {}
     for line in text.splitlines():
-        m = _EQU_RE.match(line) or _ASSIGN_RE.match(line)
-        if not m:
-            continue
-        cname, expr, comment = m.group(1), m.group(2), (m.group(3) or "").strip()
-        consts.append(cname)
-        if comment.startswith("@param"):
-            params[cname] = Param(cname, expr, comment[len("@param"):].strip())
-        elif comment.startswith("@layout"):
-            layout[cname] = Param(cname, expr, comment[len("@layout"):].strip())
-    return ProgramInfo(name, description, path, params, layout, tuple(dict.fromkeys(consts)))
+        m = _PARAM_RE.match(line)
+        if m:
+            params[m.group(1)] = Param(m.group(1), m.group(2), m.group(3).strip())
+    return ProgramInfo(name, description, path, params)
 
 
 def _path(name: str) -> Path:
-    stem = name[:-2] if name.endswith(".S") else name
-    path = PROGRAM_DIR / f"{stem}.S"
-    if not re.fullmatch(r"[A-Za-z0-9_]+", stem) or not path.is_file():
-        raise ValueError(f"unknown guest program {name!r}; available: {', '.join(list_programs())}")
-    return path
+    stem = Path(name).stem if name.endswith(_SUFFIXES) else name
+    if re.fullmatch(r"[A-Za-z0-9_]+", stem):
+        for suffix in _SUFFIXES:
+            path = PROGRAM_DIR / f"{stem}{suffix}"
+            if path.is_file():
+                return path
+    raise GuestBuildError(name, f"unknown guest program; available: {', '.join(list_programs())}")
 
 
 def list_programs() -> dict[str, str]:
-    """``{name: one-line description}`` for every bundled program, sorted by name."""
-    return {p.stem: info(p.stem).description for p in sorted(PROGRAM_DIR.glob("*.S"))}
+    """``{name: one-line description}`` for every bundled workload, sorted by name."""
+    paths = sorted(p for p in PROGRAM_DIR.iterdir() if p.suffix in _SUFFIXES)
+    return {p.stem: info(p.stem).description for p in paths}
 
 
-@lru_cache(maxsize=None)
+@cache
 def info(name: str) -> ProgramInfo:
-    """Description, parameters and layout constants of a bundled program."""
+    """Description and knobs of a bundled workload."""
     path = _path(name)
-    return _parse_info(path.stem, path, path.read_text())
+    return parse_info(path.stem, path, path.read_text())
 
 
 def source(name: str) -> str:
     return _path(name).read_text()
 
 
-def _check_defines(pinfo: ProgramInfo, defines: dict | None) -> None:
+def _defines(pinfo: ProgramInfo, defines: dict | None) -> dict:
+    """The knobs' defaults, overridden by ``defines`` (which may only name knobs)."""
     for key in defines or {}:
-        if key not in pinfo.constants:
-            raise ValueError(f"{pinfo.path.name} has no constant {key!r}; parameters: "
-                             f"{', '.join(pinfo.params) or 'none'}; layout: {', '.join(pinfo.layout) or 'none'}")
+        if key not in pinfo.params:
+            raise GuestBuildError(pinfo.path.name, f"no parameter {key!r}; parameters: "
+                                                   f"{', '.join(pinfo.params) or 'none'}")
+    return {**{k: p.default for k, p in pinfo.params.items()}, **(defines or {})}
 
 
-def load(name: str, defines: dict[str, int | str] | None = None, base: int = DEFAULT_BASE) -> Program:
-    """Assemble a bundled program (``"touch"`` or ``"touch.S"``) at ``base``.
-
-    ``defines`` may only name constants the source defines (ValueError otherwise)."""
-    pinfo = info(name[:-2] if name.endswith(".S") else name)
-    _check_defines(pinfo, defines)
-    return assemble(pinfo.path.read_text(), base, pinfo.path.name, defines)
+def load(name: str, defines: dict[str, int | str] | None = None, base: int = DEFAULT_BASE) -> Image:
+    """Build a bundled workload (``"touch"``, ``"touch.S"``, ``"threads_c"``) with its text at ``base``."""
+    pinfo = info(Path(name).stem if name.endswith(_SUFFIXES) else name)
+    return build(pinfo.path, _defines(pinfo, defines), base=base, name=pinfo.path.name)
 
 
-def load_file(path: str | Path, defines: dict[str, int | str] | None = None, base: int = DEFAULT_BASE) -> Program:
-    """Assemble a user's own ``.S`` file (``armmu --guest FILE.S``), same rules as :func:`load`."""
+def load_file(path: str | Path, defines: dict[str, int | str] | None = None, base: int = DEFAULT_BASE) -> Image:
+    """A user's own guest (``armmu run --guest FILE``): a ``.S``/``.c`` source, built with
+    the same rules as :func:`load` (its ``@param`` lines, if any, give defaults and limit
+    the defines), or a static AArch64 ELF."""
     path = Path(path)
+    if path.suffix not in (".S", ".s", ".c"):
+        return _load_file(path, defines, name=str(path))
     try:
         text = path.read_text()
     except OSError as e:
-        raise ValueError(f"cannot read guest source {str(path)!r}: {e.strerror}") from None
-    _check_defines(_parse_info(path.stem, path, text), defines)
-    return assemble(text, base, path.name, defines)
+        raise GuestBuildError(str(path), f"cannot read guest source: {e.strerror}") from None
+    pinfo = parse_info(path.stem, path, text)
+    defs = _defines(pinfo, defines) if pinfo.params else dict(defines or {})
+    return build(path, defs, base=base, name=str(path))

@@ -1,13 +1,14 @@
 // Bad input: branches through a register to an unmapped address (BAD_TARGET); the kernel must deliver an instruction abort (SIGSEGV).
 //
-// Memory: code at the load base only; BAD_TARGET must not be mapped.
-// Entry: _start. Syscalls: none.
+// @param BAD_TARGET=0xdead0000   address jumped to (must be unmapped)
+//
+// Memory: text at the load base only. Syscalls: none.
+#include <armmu/asm.h>
 
-    .equ BAD_TARGET, 0xdead0000         // @param address jumped to (must be unmapped)
-
+	.text
+	.globl	_start
 _start:
-    movz    x9, #(BAD_TARGET >> 32) & 0xffff, lsl #32
-    movk    x9, #(BAD_TARGET >> 16) & 0xffff, lsl #16
-    movk    x9, #BAD_TARGET & 0xffff
+	MOV48	x9, BAD_TARGET
+	.globl	jump
 jump:
-    br      x9
+	br	x9

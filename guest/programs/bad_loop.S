@@ -1,8 +1,10 @@
 // Bad input: spins forever in `b .` with no syscalls and no memory accesses (for instruction limits and watchdogs).
 //
-// Memory: code at the load base only. Entry: _start. Syscalls: none.
+// Memory: text at the load base only. Syscalls: none.
 
+	.text
+	.globl	_start
 _start:
-    mov     x0, #0
+	mov	x0, #0
 spin:
-    b       .
+	b	.

@@ -1,5 +1,10 @@
 // Spawn NTHREADS-1 threads with __tfork; each thread touches its share of NPAGES heap pages; main touches its share and calls exit(0).
 //
+// @param NPAGES=64      data pages touched in total
+// @param NTHREADS=4     threads including main (1..256)
+// @param THREAD_EXIT=0  what threads do after their share: 0 linger (sched_yield loop), 1 __threxit, 2 spin in user mode
+// @param MAIN_WAIT=1    1: main waits for all threads' DONE before exit(0); 0: exits right after its share
+//
 // Thread i (main is 0) stores its page's address into the first word of data pages
 // [i*PER, (i+1)*PER) with PER = NPAGES / NTHREADS; main also takes the remainder pages.
 // After its share thread i >= 1 sets DONE[i] = 1 (store-release) and then, by THREAD_EXIT:
@@ -11,146 +16,121 @@
 // it calls exit(0) at once, possibly while siblings are still touching pages.
 // If __tfork fails (PSTATE.C set) main calls exit(2).
 //
-// Memory: code at the load base (r-x); heap [HEAP_BASE, HEAP_BASE+HEAP_SIZE) rw-, whose
-//   page 0 is the control page (DONE[i] at +8*i, TID[i] written by the kernel at
-//   +TID_OFF+8*i) and pages 1..NPAGES are data; stacks [STACK_TOP-STACK_SIZE, STACK_TOP)
-//   rw-, thread i starting with sp = STACK_TOP - i*THREAD_STACK (main pushes the
-//   struct __tfork on its own stack).
-// Entry: _start; needs no initial register state. Children rely on the __tfork ABI
-// (registers inherited, x0 = 0, sp = tf_stack; see guest/syscalls.py): x19 = thread index.
-// Syscalls: __tfork, sched_yield, __threxit, exit.
+// Memory: text at the load base; heap [HEAP_BASE, HEAP_BASE + (NPAGES + 1) pages) rw-,
+//   whose page 0 is the control page (DONE[i] at +8*i, TID[i] written by the kernel at
+//   +TID_OFF+8*i) and pages 1..NPAGES are data; stacks [STACK_TOP - NTHREADS*THREAD_STACK,
+//   STACK_TOP) rw-, thread i starting with sp = STACK_TOP - i*THREAD_STACK (main pushes
+//   the struct __tfork on its own stack).
+// Children rely on the __tfork ABI (registers inherited, x0 = 0, sp = tf_stack; see
+// guest/syscalls.py): x19 = thread index. Syscalls: __tfork, sched_yield, __threxit, exit.
+#include <armmu/asm.h>
 
-    .equ NPAGES, 64                     // @param data pages touched in total
-    .equ NTHREADS, 4                    // @param threads including main (1..256)
-    .equ THREAD_EXIT, 0                 // @param what threads do after their share: 0 linger (sched_yield loop), 1 __threxit, 2 spin in user mode
-    .equ MAIN_WAIT, 1                   // @param 1: main waits for all threads' DONE before exit(0); 0: exits right after its share
-    .equ PAGE_SIZE, 4096
-    .equ PER, NPAGES / NTHREADS         // pages per thread
-    .equ REM_START, PER * NTHREADS      // main also touches [REM_START, NPAGES)
-    .equ REM_COUNT, NPAGES - REM_START
-    .equ TID_OFF, 0x800                 // TID[i] in the control page
-    .equ TFORK_SIZE, 24                 // sizeof(struct __tfork)
-    .equ THREAD_STACK, 0x4000           // @layout stack bytes per thread
-    .equ HEAP_BASE, 0x20000000          // @layout control page; data pages follow
-    .equ HEAP_SIZE, (NPAGES + 1) * PAGE_SIZE        // @layout control page + data pages
-    .equ STACK_TOP, 0x7fffff8000        // @layout main's initial sp
-    .equ STACK_SIZE, NTHREADS * THREAD_STACK        // @layout all threads' stacks
+#define PER		(NPAGES / NTHREADS)	/* pages per thread */
+#define REM_START	(PER * NTHREADS)	/* main also touches [REM_START, NPAGES) */
+#define REM_COUNT	(NPAGES - REM_START)
+#define TID_OFF		0x800			/* TID[i] in the control page */
+#define THREAD_STACK	0x4000			/* stack bytes per thread */
+#define HEAP_BASE	0x20000000		/* control page; data pages follow */
+#define HEAP_SIZE	((NPAGES + 1) * PAGE_SIZE)
+#define STACK_TOP	0x7fffff8000		/* main's initial sp */
+#define STACK_SIZE	(NTHREADS * THREAD_STACK)
 
+	ARMMU_REGION heap, HEAP_BASE, HEAP_SIZE, PROT_RW, REGION_POPULATE
+	ARMMU_REGION stack, STACK_TOP - STACK_SIZE, STACK_SIZE, PROT_RW, REGION_POPULATE
+
+	.text
+	.globl	_start
 _start:
-    movz    x9, #(STACK_TOP >> 32) & 0xffff, lsl #32
-    movk    x9, #(STACK_TOP >> 16) & 0xffff, lsl #16
-    movk    x9, #STACK_TOP & 0xffff
-    mov     sp, x9
-    movz    x20, #(HEAP_BASE >> 32) & 0xffff, lsl #32
-    movk    x20, #(HEAP_BASE >> 16) & 0xffff, lsl #16
-    movk    x20, #HEAP_BASE & 0xffff    // x20 = control page
-    add     x21, x20, #PAGE_SIZE        // x21 = first data page
-    movz    x11, #THREAD_STACK & 0xffff
-    movk    x11, #(THREAD_STACK >> 16) & 0xffff, lsl #16
-    mov     x19, #1                     // index of the next thread
-    sub     sp, sp, #32                 // struct __tfork { tcb, tid *, stack }
+	MOV48	x9, STACK_TOP
+	mov	sp, x9
+	MOV48	x20, HEAP_BASE			// x20 = control page
+	add	x21, x20, #PAGE_SIZE		// x21 = first data page
+	movz	x11, #THREAD_STACK & 0xffff
+	movk	x11, #(THREAD_STACK >> 16) & 0xffff, lsl #16
+	mov	x19, #1				// index of the next thread
+	sub	sp, sp, #32			// struct __tfork { tcb, tid *, stack }
 spawn:
-    cmp     x19, #NTHREADS
-    b.hs    spawned
-    str     xzr, [sp]                   // tf_tcb = NULL
-    add     x10, x20, #TID_OFF
-    add     x10, x10, x19, lsl #3
-    str     x10, [sp, #8]               // tf_tid = &TID[i]
-    msub    x10, x19, x11, x9           // STACK_TOP - i*THREAD_STACK
-    str     x10, [sp, #16]              // tf_stack
-    mov     x0, sp
-    mov     x1, #TFORK_SIZE
-    mov     x8, #SYS___tfork
-    svc     #0
-    dsb     nsh
-    isb
-    b.cs    tfork_failed
-    cbz     x0, child                   // the child sees 0; the parent the new thread id
-    add     x19, x19, #1
-    b       spawn
+	cmp	x19, #NTHREADS
+	b.hs	spawned
+	str	xzr, [sp]			// tf_tcb = NULL
+	add	x10, x20, #TID_OFF
+	add	x10, x10, x19, lsl #3
+	str	x10, [sp, #8]			// tf_tid = &TID[i]
+	msub	x10, x19, x11, x9		// STACK_TOP - i*THREAD_STACK
+	str	x10, [sp, #16]			// tf_stack
+	mov	x0, sp
+	mov	x1, #TFORK_PARAM_SIZE
+	SYSTRAP	SYS___tfork
+	b.cs	tfork_failed
+	cbz	x0, child			// the child sees 0; the parent the new thread id
+	add	x19, x19, #1
+	b	spawn
 
 spawned:
-    add     sp, sp, #32
-    mov     x0, x21                     // main's share: [0, PER) ...
-    movz    x1, #PER & 0xffff
-    movk    x1, #(PER >> 16) & 0xffff, lsl #16
-    bl      touch
-    movz    x9, #((REM_START * PAGE_SIZE) >> 16) & 0xffff, lsl #16
-    movk    x9, #(REM_START * PAGE_SIZE) & 0xffff
-    add     x0, x21, x9                 // ... and [REM_START, NPAGES)
-    movz    x1, #REM_COUNT & 0xffff
-    bl      touch
-    mov     x9, #MAIN_WAIT
-    cbz     x9, main_exit
-    mov     x19, #1
+	add	sp, sp, #32
+	mov	x0, x21				// main's share: [0, PER) ...
+	MOV32	x1, PER
+	bl	touch
+	movz	x9, #((REM_START * PAGE_SIZE) >> 16) & 0xffff, lsl #16
+	movk	x9, #(REM_START * PAGE_SIZE) & 0xffff
+	add	x0, x21, x9			// ... and [REM_START, NPAGES)
+	movz	x1, #REM_COUNT & 0xffff
+	bl	touch
+	mov	x9, #MAIN_WAIT
+	cbz	x9, main_exit
+	mov	x19, #1
 wait:
-    cmp     x19, #NTHREADS
-    b.hs    main_exit
-    add     x10, x20, x19, lsl #3
-    ldar    x9, [x10]                   // DONE[i]
-    cbnz    x9, wait_next
-    mov     x8, #SYS_sched_yield
-    svc     #0
-    dsb     nsh
-    isb
-    b       wait
+	cmp	x19, #NTHREADS
+	b.hs	main_exit
+	add	x10, x20, x19, lsl #3
+	ldar	x9, [x10]			// DONE[i]
+	cbnz	x9, wait_next
+	SYSTRAP	SYS_sched_yield
+	b	wait
 wait_next:
-    add     x19, x19, #1
-    b       wait
+	add	x19, x19, #1
+	b	wait
 main_exit:
-    mov     x0, #0
-    mov     x8, #SYS_exit
-    svc     #0
-    dsb     nsh
-    isb
-    udf     #0xe1                       // exit returned: must not happen
+	mov	x0, #0
+	SYSTRAP	SYS_exit
+	udf	#0xe1				// exit returned: must not happen
 
 tfork_failed:
-    mov     x0, #2
-    mov     x8, #SYS_exit
-    svc     #0
-    dsb     nsh
-    isb
-    udf     #0xe1
+	mov	x0, #2
+	SYSTRAP	SYS_exit
+	udf	#0xe1
 
-child:                                  // x19 = my index, sp = my stack
-    movz    x9, #((PER * PAGE_SIZE) >> 16) & 0xffff, lsl #16
-    movk    x9, #(PER * PAGE_SIZE) & 0xffff
-    madd    x0, x19, x9, x21            // first page of my share
-    movz    x1, #PER & 0xffff
-    movk    x1, #(PER >> 16) & 0xffff, lsl #16
-    bl      touch
-    add     x10, x20, x19, lsl #3
-    mov     x9, #1
-    stlr    x9, [x10]                   // DONE[i] = 1
-    mov     x9, #THREAD_EXIT
-    cmp     x9, #1
-    b.eq    child_threxit
-    cmp     x9, #2
-    b.eq    child_spin
+child:						// x19 = my index, sp = my stack
+	movz	x9, #((PER * PAGE_SIZE) >> 16) & 0xffff, lsl #16
+	movk	x9, #(PER * PAGE_SIZE) & 0xffff
+	madd	x0, x19, x9, x21		// first page of my share
+	MOV32	x1, PER
+	bl	touch
+	add	x10, x20, x19, lsl #3
+	mov	x9, #1
+	stlr	x9, [x10]			// DONE[i] = 1
+	mov	x9, #THREAD_EXIT
+	cmp	x9, #1
+	b.eq	child_threxit
+	cmp	x9, #2
+	b.eq	child_spin
 child_linger:
-    mov     x8, #SYS_sched_yield
-    svc     #0
-    dsb     nsh
-    isb
-    b       child_linger
+	SYSTRAP	SYS_sched_yield
+	b	child_linger
 child_threxit:
-    mov     x0, #0                      // notdead = NULL
-    mov     x8, #SYS___threxit
-    svc     #0
-    dsb     nsh
-    isb
-    udf     #0xe2                       // __threxit returned: must not happen
+	mov	x0, #0				// notdead = NULL
+	SYSTRAP	SYS___threxit
+	udf	#0xe2				// __threxit returned: must not happen
 child_spin:
-    ldr     x9, [x10]
-    yield
-    b       child_spin
+	ldr	x9, [x10]
+	yield
+	b	child_spin
 
 // touch(x0 = first page, x1 = number of pages): store each page's address into it.
 touch:
-    cbz     x1, 2f
-1:  str     x0, [x0]
-    add     x0, x0, #PAGE_SIZE
-    subs    x1, x1, #1
-    b.ne    1b
-2:  ret
+	cbz	x1, 2f
+1:	str	x0, [x0]
+	add	x0, x0, #PAGE_SIZE
+	subs	x1, x1, #1
+	b.ne	1b
+2:	ret
