@@ -44,11 +44,12 @@ from emu.descriptors import (AP_SHIFT, ATTR_AF, ATTR_GP, ATTR_nG, ATTR_PXN, ATTR
 from emu.frames import FrameKind, OutOfFrames
 from emu.physmem import PAGE_MASK, PAGE_SHIFT, PAGE_SIZE
 from emu.sysregs import SysReg, make_ttbr, openbsd_tcr
+from emu.tlbi import TLBIOp
 from emu.trace import Ev
 
 from .asid import ASID_USER, PMAP_ASID_MASK, AsidAllocator, AsidError, RandomAsidAllocator
-from .cpufunc import (MASK64, cpu_flush_bp, cpu_setttb, cpu_tlb_flush, cpu_tlb_flush_all_asid,
-                      cpu_tlb_flush_asid, cpu_tlb_flush_asid_all)
+from .cpufunc import (MASK64, cpu_flush_bp, cpu_setttb, cpu_tlb_flush, cpu_tlb_flush_asid_all,
+                      tlb_flush_seq)
 
 # uvm_extern.h / pmap.h
 PROT_NONE, PROT_READ, PROT_WRITE, PROT_EXEC = 0, 1, 2, 4
@@ -269,6 +270,11 @@ class PmapSystem:
             self.asids = RandomAsidAllocator(rng)
         else:
             self.asids = AsidAllocator(1 << 16 if machine.core.asid_bits == 16 else 256, rng)
+        # flush a pmap_remove's TLBIs through Cpu.tlbi_flush_batch (same events, cycles and
+        # TLB contents as one sequence at a time); off: one sequence at a time
+        self.batch_flushes = True
+        self._managed_kinds = frozenset((FrameKind.USER, FrameKind.KERNEL))
+        self._sync_page = policy.icache_sync is IcacheSync.SYNC_PAGE
         self.ap_bits_user = {**ap_bits_user, PROT_NONE: policy.ap_prot_none}
         self.ap_bits_kern = {**ap_bits_kern, PROT_NONE: policy.ap_prot_none}
         self._next_id = 1
@@ -335,7 +341,7 @@ class PmapSystem:
 
     def PHYS_TO_VM_PAGE(self, pa: int) -> bool:
         """Whether pa is a managed page (see the module docstring)."""
-        return self.frames.info(pa & ~PAGE_MASK).kind in (FrameKind.USER, FrameKind.KERNEL)
+        return self.frames.info(pa & ~PAGE_MASK).kind in self._managed_kinds
 
     # ------------------------------------------------------------------ helpers
     def _trace(self, cpu, op: str, pm: Pmap | None = None, **f) -> None:
@@ -485,18 +491,21 @@ class PmapSystem:
             self.ttlb_flush(cpu, pm, va)
 
     def ttlb_flush(self, cpu, pm: Pmap, va: int) -> None:
-        """Skipped while pm_active == 0 (not in 1.58); kernel pmap: one VAALE1IS;
-        user pmap: VAE1IS for the ASID, then for ASID|ASID_USER."""
+        """Skipped while pm_active == 0 (not in 1.58); kernel pmap: one VAALE1IS
+        (cpu_tlb_flush_all_asid); user pmap: VAE1IS (cpu_tlb_flush_asid) for the ASID,
+        then for ASID|ASID_USER."""
         if pm.pm_active == 0 and self.policy.ttlb_flush_skips_inactive:
             return
+        for op, xt in self.ttlb_flush_ops(pm, va):
+            tlb_flush_seq(cpu, op, xt)
+
+    def ttlb_flush_ops(self, pm: Pmap, va: int) -> list[tuple[TLBIOp, int]]:
+        """The (TLBI, operand) pairs of one ttlb_flush, whether or not it is skipped."""
         resva = (va >> PAGE_SHIFT) & _VA44
         if pm is self._kernel:
-            cpu_tlb_flush_all_asid(cpu, resva)
-        else:
-            resva |= (pm.pm_asid << 48) & MASK64
-            cpu_tlb_flush_asid(cpu, resva)
-            resva |= ASID_USER << 48
-            cpu_tlb_flush_asid(cpu, resva)
+            return [(TLBIOp.VAALE1IS, resva)]
+        resva |= (pm.pm_asid << 48) & MASK64
+        return [(TLBIOp.VAE1IS, resva), (TLBIOp.VAE1IS, resva | ASID_USER << 48)]
 
     def pmap_remove_pted(self, cpu, pm: Pmap, pted: PteDesc) -> None:
         pm.pm_stats.resident_count -= 1
@@ -541,8 +550,11 @@ class PmapSystem:
         with its flush). 1.58 flushes even when it inserted nothing. The first exec
         mapping of a managed page syncs the icache. Returns 0, or ENOMEM with
         PMAP_CANFAIL when no table frame is left."""
-        self._alive(pm, "pmap_enter")
-        self._check_va(pm, va, "pmap_enter")
+        if pm.__class__ is not Pmap or pm.pm_destroyed:
+            self._alive(pm, "pmap_enter")
+        kernel = pm is self._kernel
+        if kernel or va & PAGE_MASK or not VM_MIN_ADDRESS <= va < VM_MAXUSER_ADDRESS:
+            self._check_va(pm, va, "pmap_enter")
         if pa & PAGE_MASK:
             raise PmapError(f"pmap_enter: PA {pa:#x} is not page aligned")
         if not 0 <= pa < self.mem.size:
@@ -554,49 +566,71 @@ class PmapSystem:
         if flags & PROT_MASK & ~prot:
             raise PmapError(f"pmap_enter: access type {flags & PROT_MASK:#x} exceeds prot {prot:#x}")
         policy = self.policy
-        self._trace(cpu, "pmap_enter", pm, va=va, pa=pa, prot=prot)
-        self._lock(cpu, pm)
-        pted, vp3 = self.pmap_vp_lookup(pm, va)
+        cost = cpu.cost
+        if self.machine.trace is not None:
+            self._trace(cpu, "pmap_enter", pm, va=va, pa=pa, prot=prot)
+        # NOTE: pmap_lock, pmap_vp_lookup, pmap_fill_pte, pmap_pte_update and cpu.charge
+        # inlined for speed (the same cycles and events)
+        events = cpu.events
+        if not kernel:
+            cpu.cycles += cost.lock_acquire                 # pmap_lock
+            events["lock_acquire"] += 1
+        vp2 = pm.pm_vp.vp.get((va >> 30) & 0x1FF)
+        vp3 = vp2.vp.get((va >> 21) & 0x1FF) if vp2 is not None else None
+        idx3 = (va >> 12) & 0x1FF
+        pted = vp3.vp.get(idx3) if vp3 is not None else None
         if pted is not None and pted.pted_pte != 0:
-            if (policy.enter_skips_unchanged and pted.pa == pa
+            if (policy.enter_skips_unchanged and pted.pted_pte & ~PAGE_MASK == pa
                     and pted.pted_va & PROT_MASK == prot):
                 return 0                                # unchanged: no write, no TLBI
             self.pmap_remove_pted(cpu, pm, pted)
-            if pm is not self._kernel:
+            if not kernel:
                 pted = None                             # pool_put: we lost our pted
-        pm.pm_stats.resident_count += 1
+        stats = pm.pm_stats
+        stats.resident_count += 1
         if pted is None:
             pted = PteDesc(pm)
-            try:
-                vp3 = self.pmap_vp_enter(cpu, pm, va, pted)
-            except OutOfFrames:
-                pm.pm_stats.resident_count -= 1
-                if flags & PMAP_CANFAIL:
-                    return ENOMEM
-                raise
-        pg = self.PHYS_TO_VM_PAGE(pa)
+            if vp3 is not None:
+                vp3.vp[idx3] = pted
+            else:
+                try:
+                    vp3 = self.pmap_vp_enter(cpu, pm, va, pted)
+                except OutOfFrames:
+                    stats.resident_count -= 1
+                    if flags & PMAP_CANFAIL:
+                        return ENOMEM
+                    raise
+        pg = self.frames.info(pa).kind in self._managed_kinds      # PHYS_TO_VM_PAGE(pa)
+        pgf = 0
         if pg:
             pgf = self.pg_flags.get(pa, 0)
             if flags & PROT_MASK or pgf & PG_PMAP_REF:
                 pgf |= PG_PMAP_REF
                 if prot & PROT_WRITE and flags & PROT_WRITE:
                     pgf = (pgf | PG_PMAP_MOD) & ~PG_PMAP_EXE
-            self.pg_flags[pa] = pgf
-        self.pmap_fill_pte(pm, va, pa, pted, prot, flags)
+        pted.pted_pmap = pm                             # pmap_fill_pte
+        pted.pted_va = va | prot
+        if flags & PMAP_WIRED:
+            pted.wired = True
+            stats.wired_count += 1
+        pted.pted_pte = pa | (flags & PROT_MASK)
+        need_sync = False
         if pg:
-            self._pv_lock(cpu)                          # pmap_enter_pv
+            cpu.cycles += cost.lock_acquire                 # pmap_enter_pv: the page's pv_mtx
+            events["lock_acquire"] += 1
             pted.managed = True
-        need_sync = pg and flags & PROT_EXEC and not self.pg_flags[pa] & PG_PMAP_EXE
-        if need_sync:
-            self.pg_flags[pa] |= PG_PMAP_EXE
-        if need_sync and policy.icache_sync is IcacheSync.SYNC_PAGE:
+            need_sync = flags & PROT_EXEC and not pgf & PG_PMAP_EXE
+            self.pg_flags[pa] = pgf | PG_PMAP_EXE if need_sync else pgf
+        if need_sync and self._sync_page:
             self._icache_sync(cpu, pm, pa)              # 1.113: before the PTE goes in
         inserted = flags & (PROT_MASK | PMAP_WIRED)
         if inserted:
-            self.pmap_pte_update(cpu, pted, vp3)
+            self.mem.write64(vp3.pa + idx3 * 8, self.pmap_pte_bits(pted))
+            cpu.cycles += cost.descriptor_write
+            events["pte_writes"] += 1
         if inserted or policy.enter_flush_unconditional:
             self.ttlb_flush(cpu, pm, va)
-        if need_sync and policy.icache_sync is IcacheSync.SYNC_RANGE:
+        if need_sync and not self._sync_page:
             self._icache_sync(cpu, pm, pa)              # 1.58: after the flush, on the VA
         return 0
 
@@ -637,7 +671,11 @@ class PmapSystem:
         entries = self._range(pm, sva, eva, "pmap_remove")
         self._trace(cpu, "pmap_remove", pm, sva=sva, eva=eva, active=pm.pm_active)
         self._lock(cpu, pm)
-        if pm is self._kernel or pm.pm_active or not self.policy.ttlb_flush_skips_inactive:
+        flushes = not (pm.pm_active == 0 and self.policy.ttlb_flush_skips_inactive)
+        if flushes and (not self.batch_flushes or self.machine.trace is not None
+                        or self.machine.core.repeat_tlbi):
+            # one pmap_remove_pted at a time: trace records stamped in OpenBSD's order,
+            # and the erratum's `tlbi; dsb ish; tlbi` (the batch knows one sequence only)
             n = 0
             for _vp3, _idx, pted in entries:
                 if pted.wired:
@@ -647,16 +685,19 @@ class PmapSystem:
                     self.pmap_remove_pted(cpu, pm, pted)
                     n += 1
             return n
-        return self._remove_inactive(cpu, pm, entries)
+        return self._remove_batch(cpu, pm, entries, flushes)
 
-    def _remove_inactive(self, cpu, pm: Pmap, entries) -> int:
-        """pmap_remove_pted for each valid pted of a user pmap with pm_active == 0:
-        ttlb_flush returns at once, so only the descriptor, the slot and the pv entry
-        change. NOTE: inlined from pmap_remove_pted / pmap_pte_remove for speed (one
-        ttlb_flush-free loop; the same writes, events and cycles)."""
+    def _remove_batch(self, cpu, pm: Pmap, entries, flushes: bool) -> int:
+        """pmap_remove_pted for each valid pted, the TLB flushes of all of them issued
+        as one Cpu.tlbi_flush_batch: the same descriptors, slots, events, cycles and TLB
+        contents as one at a time (nothing else runs during a pmap_remove call).
+        NOTE: inlined from pmap_remove_pted / pmap_pte_remove / ttlb_flush for speed."""
         u64 = self.mem.u64
         listeners = self.mem.write_listeners
         stats = pm.pm_stats
+        user = pm is not self._kernel
+        per_page = (2 if self.policy.pte_remove_flushes else 1) if flushes else 0
+        ops = []
         n = managed = 0
         touched = {}
         for vp3, idx, pted in entries:
@@ -666,9 +707,12 @@ class PmapSystem:
             if pted.pted_pte == 0:
                 continue
             stats.resident_count -= 1
-            del vp3.vp[idx]
+            if user:
+                del vp3.vp[idx]
             u64[(vp3.pa >> 3) + idx] = 0
             touched[vp3.pa] = True
+            if per_page:
+                ops.extend(self.ttlb_flush_ops(pm, pted.pted_va & ~PAGE_MASK) * per_page)
             if pted.managed:
                 managed += 1
                 pted.managed = False
@@ -682,6 +726,8 @@ class PmapSystem:
         cpu.charge(n * cost.descriptor_write + managed * cost.lock_acquire)
         cpu.events["ptes_cleared"] += n
         cpu.events["lock_acquire"] += managed
+        if ops:
+            cpu.tlbi_flush_batch(ops)
         return n
 
     def pmap_protect(self, cpu, pm: Pmap, sva: int, eva: int, prot: int) -> None:

@@ -16,11 +16,13 @@ import pytest
 from emu.descriptors import ATTR_AF, ATTR_GP, ATTR_UXN
 from emu.frames import FrameKind
 from emu.sysregs import openbsd_tcr
+from emu.tlbi import TLBIOp
 from emu.trace import Ev
 from emu.walker import Access, FaultKind, Translation, translate
 from pmap_py import PMAP_WIRED, PROT_EXEC, PROT_NONE, PROT_READ, PROT_WRITE, PmapError
 from pmap_py import pmap as pmap_module
 from pmap_py.asid import FULL_WORD, RandomAsidAllocator
+from pmap_py.cpufunc import cpu_tlb_flush_asid
 from pmap_py.pmap import PMAP_ZERO_PAGE_VA, POLICIES, VP_IDX3
 
 from .conftest import delta, make, user_frames
@@ -388,7 +390,7 @@ def test_repeat_tlbi_erratum_doubles_every_tlbi():
     m, ps = make(core="cortex-a76", ncpus=4)
     c0, cost = m.cpus[0], m.core.cost
     before = c0.cycles
-    pmap_module.cpu_tlb_flush_asid(c0, 5 << 48 | 0x2000)
+    cpu_tlb_flush_asid(c0, 5 << 48 | 0x2000)
     assert c0.cycles - before == (cost.dsb_ishst + 2 * cost.tlbi_broadcast
                                   + 2 * (cost.dsb_ish_base + 3 * cost.dsb_ish_per_cpu) + cost.isb)
     # pmap_purge on the A76: TTBR0 park (1 isb) + 2 doubled ASIDE1IS helpers
@@ -420,3 +422,51 @@ def test_revisions_are_policy_data():
     assert set(POLICIES) == {"1.58", "1.111", "1.113"}
     assert POLICIES["1.58"].pte_remove_flushes and not POLICIES["1.113"].pte_remove_flushes
     assert POLICIES["1.113"].has_pmap_purge and not POLICIES["1.111"].has_pmap_purge
+
+
+# ---------------------------------------------------------------- batched flushes
+
+def _teardown_run(revision, batch):
+    """4 CPUs with TLB entries of a live pmap (odd ASID at EL0 on cpu0/1, even ASID at EL1
+    on cpu2/3) and one TLBI left pending on cpu0; then one pmap_remove of every page."""
+    m, ps = make(revision=revision, ncpus=4, seed=3)
+    ps.batch_flushes = batch
+    cpus = m.cpus
+    pm = ps.pmap_create(cpus[0])
+    n = 40
+    for i, pa in enumerate(user_frames(m, pm, n)):
+        ps.pmap_enter(cpus[0], pm, VA + 0x1F_0000 + i * 0x1000, pa, RW, RW | (PMAP_WIRED if i % 7 == 0 else 0))
+    for c in cpus:
+        ps.pmap_activate(c, pm)
+    for c in cpus[:2]:
+        ps.pmap_userret(c)
+    for i, c in enumerate(cpus):
+        for k in range(0, n, 3):
+            assert isinstance(c.lookup(VA + 0x1F_0000 + k * 0x1000, Access.READ, 0 if i < 2 else 1), Translation)
+    before = cpus[0].events["tlbi.VAE1IS"]
+    cpus[0].tlbi(TLBIOp.VAE1IS, ((VA + 0x1F_0000) >> 12) | (pm.asid | 1) << 48)    # pending, no DSB yet
+    removed = ps.pmap_remove(cpus[0], pm, VA, VA + 0x40_0000)
+    return m, pm, removed, cpus[0].events["tlbi.VAE1IS"] - before
+
+
+@pytest.mark.parametrize("revision", ["1.113", "1.58"])
+def test_batched_teardown_flushes_equal_one_sequence_at_a_time(revision):
+    a = _teardown_run(revision, batch=True)
+    b = _teardown_run(revision, batch=False)
+    (ma, pma, na, tlbis), (mb, pmb, nb, _) = a, b
+    assert na == nb == 40
+    # hand count: 40 pages x ttlb_flush (2 VAE1IS helpers), twice per page in 1.58, plus
+    # the pending TLBI on cpu0
+    per_page = 4 if revision == "1.58" else 2
+    assert tlbis == 40 * per_page + 1
+    for ca, cb in zip(ma.cpus, mb.cpus):
+        assert ca.events == cb.events and ca.cycles == cb.cycles and ca.pending == cb.pending == []
+    assert ma.stats() == mb.stats()
+    assert pma.pm_stats == pmb.pm_stats and pma.pm_stats.resident_count == 0
+    # every entry of the dead mappings is gone from every CPU: each lookup walks and faults
+    for m in (ma, mb):
+        for i, c in enumerate(m.cpus):
+            for k in range(40):
+                r = c.lookup(VA + 0x1F_0000 + k * 0x1000, Access.READ, 0 if i < 2 else 1)
+                assert r.kind is FaultKind.TRANSLATION
+    assert ma.stats() == mb.stats()
