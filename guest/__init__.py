@@ -2,7 +2,6 @@
 ld.lld from the ziglang wheel (``guest.build``), loaded from ELF (``guest.image``), test
 snippets (``guest.asm``), and the syscall ABI (``guest.syscalls``, ``guest/include``)."""
 from .asm import assemble
-from .build import build, load_file
 from .image import GuestBuildError, Image, Region, Segment, load_elf
 
-__all__ = ["GuestBuildError", "Image", "Region", "Segment", "assemble", "build", "load_elf", "load_file"]
+__all__ = ["GuestBuildError", "Image", "Region", "Segment", "assemble", "load_elf"]

@@ -208,7 +208,7 @@ def _image(elf, data: bytes, name: str, defines: dict[str, str]) -> Image:
     for ph in elf.iter_segments():
         kind = ph["p_type"]
         if kind in ("PT_INTERP", "PT_DYNAMIC"):
-            what = f"interpreter {ph.get_interp_name()}" if kind == "PT_INTERP" else "a dynamic section"
+            what = "an interpreter, PT_INTERP" if kind == "PT_INTERP" else "a dynamic section, PT_DYNAMIC"
             raise GuestBuildError(name, f"not a static executable (it asks for {what}); link with -static")
         if kind != "PT_LOAD" or ph["p_memsz"] == 0:
             continue

@@ -138,7 +138,8 @@ def diagnostic(text: str, what: str, rc: int, names: dict[str, str]) -> GuestBui
                     if n and n.group("kind") == "note" and not n.group("file").startswith("<"):
                         file, lineno = n.group("file"), int(n.group("line"))
                         break
-            if _LIBC_HEADERS.search(msg) or "undeclared library function" in msg:
+            undeclared = re.match(r"call to undeclared (?:library )?function '(\w+)'", msg)
+            if _LIBC_HEADERS.search(msg) or (undeclared and undeclared.group(1) in _LIBC_FUNCS):
                 msg += f" ({_NOLIBC})"
             elif i + 2 < len(lines) and lines[i + 2].strip() == "^" and lines[i + 1].strip():
                 msg += f": {lines[i + 1].strip()}"          # the statement, when clang points at its start
