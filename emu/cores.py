@@ -1,4 +1,4 @@
-"""Core presets: TLB geometry and the cycle cost table (DESIGN.md §2, §5).
+"""Core presets: TLB geometry and the cycle cost table (docs/cost-presets.md).
 
 A preset is a TOML file. Built-in ones live in ``emu/presets/*.toml`` (package
 data); a user may pass the path of their own file. Layout::

@@ -341,3 +341,81 @@ def test_dataclasses_are_frozen():
     with pytest.raises(dataclasses.FrozenInstanceError):
         p.cost.isb = 3  # type: ignore[misc]
     assert isinstance(p.cost, CostTable)
+
+
+# ------------------------------------------------------------------ core switches, new costs
+
+# (repeat_tlbi, ci_flush_bp): Linux cpu_errata.c arm64_repeat_tlbi_list (A76 erratum
+# 1286807 / 4118414, N1 erratum 4193800); OpenBSD arm64 cpu.c cpu_mitigate_spectre_v2()
+# (A53 "Not vulnerable"; A72 without CSV2 -> cpu_flush_bp_psci; A76/N1 with CSV2)
+EXPECTED_SWITCHES = {"cortex-a53": (False, "cpu_flush_bp_noop"), "cortex-a72": (False, "cpu_flush_bp_psci"),
+                     "cortex-a76": (True, "cpu_flush_bp_noop"), "neoverse-n1": (True, "cpu_flush_bp_noop")}
+
+
+@pytest.mark.parametrize("name", BUILTINS)
+def test_core_switches(name):
+    p = load_preset(name)
+    assert (p.repeat_tlbi, p.ci_flush_bp) == EXPECTED_SWITCHES[name]
+    for k in ("repeat_tlbi", "ci_flush_bp"):
+        assert TAG.search(p.sources[f"core.{k}"]) and "no source given" not in p.sources[f"core.{k}"]
+
+
+def test_exit_path_costs_are_documented():
+    for k in ("context_switch", "exception_entry", "exception_return", "lock_acquire", "lock_contended",
+              "flush_bp_psci", "icache_sync_page"):
+        assert k in COST_FIELDS and COST_DOC[k]
+
+
+def test_cost_presets_doc_matches_the_presets():
+    """docs/cost-presets.md's tables are the presets' numbers, row by row."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "cost-presets.md").read_text()
+    presets = [load_preset(n) for n in BUILTINS]
+    for k in COST_FIELDS:
+        row = re.search(rf"^\| `{k}` \|([^|]*)\|([^|]*)\|([^|]*)\|([^|]*)\|", doc, re.M)
+        assert row, f"docs/cost-presets.md has no row for cost {k}"
+        assert [int(v) for v in row.groups()] == [getattr(p.cost, k) for p in presets], k
+    for p in presets:
+        row = re.search(rf"^\| {p.name} \| (true|false) \| `(\w+)` \| ([\d.]+) \|", doc, re.M)
+        assert row and (row.group(1) == "true", row.group(2), float(row.group(3))) == \
+            (p.repeat_tlbi, p.ci_flush_bp, p.freq_ghz), p.name
+
+
+@pytest.mark.parametrize("value", ["true", '"12"', "[1]", "{ a = 1 }"])
+def test_cost_of_the_wrong_type(tmp_path, value):
+    msg = bad(tmp_path, f"""
+        inherit = "cortex-a72"
+        [cost]
+        flush_bp_psci = {value}
+    """, "cost.flush_bp_psci", "integer")
+    assert msg.count("cost.") == 1
+
+
+def test_missing_cost_alone_is_named(tmp_path):
+    src = Path(load_preset("cortex-a76").path).read_text().replace("icache_sync_page = 400\n", "")
+    msg = bad(tmp_path, src, "missing key(s): cost.icache_sync_page")
+    assert "cost.flush_bp_psci" not in msg
+
+
+@pytest.mark.parametrize("key,value,needle", [
+    ("repeat_tlbi", '"yes"', "core.repeat_tlbi must be true or false"),
+    ("repeat_tlbi", "1", "core.repeat_tlbi must be true or false"),
+    ("ci_flush_bp", '"cpu_flush_bp_smc"', "core.ci_flush_bp must be one of"),
+    ("ci_flush_bp", "0", "core.ci_flush_bp must be one of"),
+])
+def test_bad_core_switch(tmp_path, key, value, needle):
+    bad(tmp_path, f"""
+        inherit = "cortex-a72"
+        [core]
+        {key} = {value}
+    """, needle)
+
+
+def test_switch_override_keeps_provenance(tmp_path):
+    p = write(tmp_path, """
+        inherit = "cortex-a72"
+        [core]
+        repeat_tlbi = true
+    """, "a72-errata.toml")
+    u = load_preset(p)
+    assert u.repeat_tlbi and u.ci_flush_bp == "cpu_flush_bp_psci"
+    assert "no source given" in u.sources["core.repeat_tlbi"]
