@@ -1,0 +1,209 @@
+"""One run = one call: ``run(config, seed) -> dict`` (result schema 1, DESIGN.md §5).
+
+The outer layer: composes the machine (emu), the kernel model and a strategy
+(pmap_py) and a workload (guest). Deterministic for a configuration and seed.
+
+``config`` keys (defaults in DEFAULTS): workload | guest (a .S file), strategy,
+pages, threads, cpus, procs, core, speculate; optional: touch (pages the touch
+guest stores to, default all), populate, thread_exit, main_wait, quantum,
+slice_cycles, mem_mb, strategy_file, trace (a Trace to fill), budgets
+(max_insns, max_steps, max_cycles, max_faults).
+
+A checker (issue 10) plugs in with ``set_checker_factory(fn)``: ``fn(machine,
+kernel)`` returns an object whose ``violations`` (a list of dicts or objects with
+kind, cpu, cycle, va, asid, pa, detail) go into the result.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from emu.cores import load_preset
+from emu.frames import FrameKind
+from emu.machine import Machine
+from pmap_py import pmap_bootstrap
+from pmap_py import strategies
+from pmap_py.kern import KernConfig, Kernel, RunEnded
+from pmap_py.kern.proc import PsFlag
+
+from . import workloads
+
+SCHEMA = 1
+DEFAULTS = {"workload": "threads", "guest": None, "strategy": "purge", "pages": 64, "threads": 4,
+            "cpus": 4, "procs": 1, "core": "cortex-a72", "speculate": "off"}
+SPECULATE = ("off", "default", "aggressive")
+LIMITS = {"pages": (1, 1 << 20), "threads": (1, 256), "cpus": (1, 64), "procs": (1, 64)}
+EVENT_KEYS = ("dsb", "isb", "ttbr_writes", "walks", "speculative_walks", "tlb_hits", "tlb_misses",
+              "faults", "ptes_cleared", "pt_pages_freed", "asids_allocated", "asid_rollovers",
+              "context_switches", "el0_entries", "el0_returns")
+
+_checker_factory = None
+
+
+class RunError(ValueError):
+    """A bad configuration (one line, for the CLI's exit code 2)."""
+
+
+def set_checker_factory(fn) -> None:
+    global _checker_factory
+    _checker_factory = fn
+
+
+def normalize(config: dict) -> dict:
+    """Defaults filled in and every value checked; RunError on the first bad one."""
+    cfg = dict(DEFAULTS)
+    for k, v in (config or {}).items():
+        if v is not None or k not in DEFAULTS:
+            cfg[k] = v
+    if cfg.get("strategy_file"):
+        try:
+            strategies.load_strategy_file(cfg["strategy_file"])
+        except strategies.StrategyError as e:
+            raise RunError(str(e)) from None
+    if cfg["strategy"] not in strategies.names():
+        raise RunError(f"unknown strategy {cfg['strategy']!r} (one of {', '.join(strategies.names())})")
+    if not cfg.get("guest") and cfg["workload"] not in workloads.WORKLOADS:
+        raise RunError(f"unknown workload {cfg['workload']!r} (one of {', '.join(workloads.WORKLOADS)})")
+    for key, (lo, hi) in LIMITS.items():
+        v = cfg[key]
+        if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+            raise RunError(f"{key} = {v!r}: must be an integer from {lo} to {hi}")
+    if cfg["speculate"] not in SPECULATE:
+        raise RunError(f"speculate = {cfg['speculate']!r}: one of {', '.join(SPECULATE)}")
+    if cfg["workload"] == "storm" or cfg["procs"] > 1:
+        pass
+    elif cfg["workload"] in ("touch", "sparse") and not cfg.get("guest"):
+        cfg["threads"] = 1
+    return cfg
+
+
+def _mem_bytes(cfg) -> int:
+    if cfg.get("mem_mb"):
+        return int(cfg["mem_mb"]) << 20
+    per_proc = cfg["pages"] + cfg["pages"] // 256 + 64 + cfg["threads"] * 16
+    frames = cfg["procs"] * per_proc + 4096
+    return max(64 << 20, (frames * 4096 + (1 << 20) - 1) & ~((1 << 20) - 1))
+
+
+def counters(machine) -> Counter:
+    """Every count of the result's events section, summed over the CPUs."""
+    total = Counter()
+    for cpu in machine.cpus:
+        total.update(cpu.events)
+        t = cpu.tlb
+        total["walks"] += cpu.walks
+        total["speculative_walks"] += cpu.spec_walks
+        total["tlb_hits"] += t.itlb.stats.hits + t.dtlb.stats.hits + t.l2.stats.hits
+        total["tlb_misses"] += t.l2.stats.misses
+        total["faults"] += cpu.faults
+    return total
+
+
+def events_section(c: Counter) -> dict:
+    tlbi = {k[5:]: v for k, v in sorted(c.items()) if k.startswith("tlbi.") and v}
+    out = {"tlbi": tlbi}
+    for key in EVENT_KEYS:
+        out[key] = c.get(key, 0)
+    return out
+
+
+def build(config: dict, seed: int = 0):
+    """The machine and kernel of a run, with its processes spawned (not yet run)."""
+    cfg = normalize(config)
+    try:
+        core = load_preset(cfg["core"])
+    except ValueError as e:
+        raise RunError(str(e)) from None
+    strategy = strategies.get(cfg["strategy"])
+    try:
+        prog, populate, extra = workloads.build(cfg)
+    except ValueError as e:
+        raise RunError(str(e)) from None
+    m = Machine(ncpus=cfg["cpus"], mem_size=_mem_bytes(cfg), core=core, seed=seed,
+                speculate=cfg["speculate"], trace=cfg.get("trace"))
+    ps = pmap_bootstrap(m, revision=strategy.revision)
+    kc = KernConfig()
+    for key in ("quantum", "slice_cycles"):
+        if cfg.get(key):
+            setattr(kc, key, int(cfg[key]))
+    kc.max_faults = 4 * cfg["procs"] * (cfg["pages"] + 64) + 10_000
+    for key, v in (cfg.get("budgets") or {}).items():
+        setattr(kc, key, int(v))
+    k = Kernel(m, ps, strategy, kc)
+    k.snapshot = lambda: counters(m)
+    m.kernel = k
+    if _checker_factory is not None:
+        m.checker = _checker_factory(m, k)
+    for _ in range(cfg["procs"]):
+        try:
+            pr = k.spawn(prog, populate)
+            if extra:
+                heap = prog.layout["heap"]
+                k.extend(pr, "heap+", heap.end, extra, heap.prot)
+        except MemoryError as e:
+            raise RunError(f"{e} (mem_mb too small for pages = {cfg['pages']})") from None
+    return cfg, m, k
+
+
+def run(config: dict, seed: int = 0) -> dict:
+    """Run one configuration; the result dict of DESIGN.md §5 (schema 1)."""
+    t0 = time.perf_counter()
+    cfg, m, k = build(config, seed)
+    reason = ""
+    try:
+        k.run()
+    except RunEnded as e:
+        reason = str(e)
+    return result(cfg, seed, m, k, reason, time.perf_counter() - t0)
+
+
+def result(cfg, seed, m, k, reason: str, seconds: float) -> dict:
+    procs = k.workload
+    lat = [pr.ps_zombie_cycle - pr.ps_exit_cycle for pr in procs
+           if pr.ps_zombie_cycle is not None and pr.ps_exit_cycle is not None]
+    window = Counter()
+    if "start" in k.window:
+        start = k.window["start"][0]
+        end = k.window["end"][0] if "end" in k.window else counters(m)
+        window = end - start
+    checker = getattr(m, "checker", None)
+    violations = []
+    for v in getattr(checker, "violations", []) if checker is not None else []:
+        violations.append(v if isinstance(v, dict) else
+                          {f: getattr(v, f, None) for f in ("kind", "cpu", "cycle", "va", "asid", "pa", "detail")})
+    config = {key: cfg[key] for key in ("workload", "strategy", "cpus", "threads", "procs", "pages",
+                                        "core", "speculate")}
+    config["seed"] = seed
+    if cfg.get("guest"):
+        config["guest"] = str(cfg["guest"])
+    return {
+        "schema": SCHEMA,
+        "config": config,
+        "cycles": {
+            "total": max(c.cycles for c in m.cpus),
+            "exit_latency": round(sum(lat) / len(lat)) if lat else 0,
+            "teardown": k.teardown_cycles,
+            "process_sys": sum(pr.ps_tally.sys for pr in procs),
+            "process_user": sum(pr.ps_tally.user for pr in procs),
+            "reaper": k.reaper.p_tally.sys,
+        },
+        "events": events_section(counters(m)),
+        "exit_events": events_section(window),
+        "violations": violations,
+        "host": {"seconds": round(seconds, 3), "guest_instructions": k.insns},
+        "outcome": {"completed": not reason, "reason": reason, "context_switches": k.switches,
+                    "kernel_steps": k.steps},
+        "processes": [{"pid": pr.ps_pid, "status": pr.ps_xexit, "signal": pr.ps_xsig,
+                       "killed": pr.ps_kill_reason, "zombie": bool(pr.ps_flags & PsFlag.PS_ZOMBIE),
+                       "output": b"".join(pr.ps_output).decode("utf-8", "replace")} for pr in procs],
+    }
+
+
+def leaked_frames(m, k) -> dict:
+    """Frames still owned by dead processes' pmaps (must be empty after a run)."""
+    dead = {pr.ps_vmspace.pmap if pr.ps_vmspace else None for pr in k.workload}
+    out = {}
+    for kind, n in m.frames.counts().items():
+        if kind is not FrameKind.FREE:
+            out[kind.value] = n
+    return {"in_use": out, "dead_pmaps": [p for p in dead if p is not None]}
