@@ -27,7 +27,7 @@ from unicorn import arm64_const as A
 from . import unicorn_boundary as ucb
 from .sysregs import SCTLR_M, SysReg, openbsd_tcr
 from .tlb import _TAG_BITS, GLOBAL_TAG, SetAssocTLB, TLBHierarchy, TLBIRun, WalkCache
-from .tlbi import Scope, TLBIOp, dsb_option, tlbi_asid, tlbi_va
+from .tlbi import DSB_OPTION_SCOPE, Scope, TLBIOp, dsb_option, tlbi_asid, tlbi_va
 from .trace import Ev
 from .walker import FSC_BASE, Access, Fault, FaultKind, Regime, Translation, untagged, walk, walk_l3
 
@@ -281,7 +281,10 @@ class Cpu:
         tlb = self.tlb
         itlb, dtlb, l2 = tlb.itlb, tlb.dtlb, tlb.l2
         l1_hit_cycles, l2_hit_cycles = self.cost.l1_tlb_hit, self.cost.l2_tlb_hit
-        walk_and_fill = self._walk
+        walk_and_fill, account = self._walk, self._account
+        wc = tlb.walk_cache
+        wc_sets, wc_mask, wc_stats = wc.sets, wc.set_mask, wc.stats
+        mem = self.mem
         tag_bits, global_tag = _TAG_BITS, GLOBAL_TAG
         PERMISSION = FaultKind.PERMISSION
 
@@ -339,7 +342,22 @@ class Cpu:
                         cpu._uc_flush()
                 else:
                     l2.stats.misses += 1
-                    e = walk_and_fill(va, acc == 2)
+                    # NOTE: inlined from Cpu._walk and WalkCache.lookup for speed: a demand miss
+                    # whose L3 table is in the walk cache (the common case) walks one level
+                    we = None
+                    if not regime.epd[(va >> 55) & 1]:
+                        vpn = va >> 21
+                        s = wc_sets[vpn & wc_mask]
+                        k = ((vpn << 6 | 3) << tag_bits) | asid
+                        we = s.get(k)
+                    if we is None:
+                        e = walk_and_fill(va, acc == 2)        # EPD, a cold or shallower walk
+                    else:
+                        if wc.lru:
+                            del s[k]
+                            s[k] = we
+                        wc_stats.hits += 1
+                        e = account(va, walk_l3(mem, regime, va, we.table_pa, we.tattrs), True, acc == 2)
                     if e.__class__ is Fault:
                         e.access, e.el = Access(acc), el
                         return e
@@ -371,13 +389,19 @@ class Cpu:
             r = walk_l3(self.mem, regime, va, wc.table_pa, wc.tattrs)
         else:
             r = walk(self.mem, regime, va, (wc.level, wc.table_pa, wc.tattrs))
+        return self._account(va, r, wc is not None, fetch, speculative)
+
+    def _account(self, va: int, r: Translation | Fault, wc_hit: bool, fetch: bool | None,
+                 speculative: bool = False) -> Translation | Fault:
+        """A walk's statistics, cycles, observers and trace; fills for a translation."""
+        tlb = self.tlb
         if speculative:
             self.spec_walks += 1
         else:
             nreads = len(r.reads)
             self.walks += 1
             self.walk_reads += nreads
-            self.cycles += nreads * self._descriptor_read + (self._walk_cache_hit if wc is not None else 0)
+            self.cycles += nreads * self._descriptor_read + (self._walk_cache_hit if wc_hit else 0)
         machine = self.machine
         if machine.walk_observers:
             for fn in machine.walk_observers:
@@ -385,10 +409,11 @@ class Cpu:
         trace = machine.trace
         if r.__class__ is Fault:
             if trace is not None and not speculative:
-                trace.add(self.cycles, self.index, Ev.WALK_FAULT, va=va, asid=asid, fault=r.kind.value,
-                          level=r.level)
+                trace.add(self.cycles, self.index, Ev.WALK_FAULT, va=va, asid=self.regime.asid,
+                          fault=r.kind.value, level=r.level)
             return r
         if r.tables:
+            asid = self.regime.asid
             for level, table_pa, tattrs in r.tables:
                 tlb.walk_cache.insert(va, level, table_pa, tattrs, asid)
         r.fill_cycle = self.cycles
@@ -420,7 +445,14 @@ class Cpu:
         sentinel_page = SENTINEL_PAGE
         last_entry = [0, None]                 # Unicorn passes the same stack slot: one object for it
 
-        def fill(va: int, access: int, entry: int) -> bool:
+        def fill(uch, va: int, access: int, entry: int, ud) -> bool:
+            try:
+                return fill_entry(va, access, entry)
+            except BaseException as exc:        # noqa: BLE001 - re-raised by Cpu.run
+                ucb.hook_failed(cpu.uc, exc)
+                return False
+
+        def fill_entry(va: int, access: int, entry: int) -> bool:
             if va == sentinel_page:
                 # Unicorn's probe at the end of every run (or a guest fetch in the hole, which
                 # Cpu.run recognises by the PC): not a translation the model is asked for
@@ -612,25 +644,23 @@ class Cpu:
         """Issue a TLBI. A TLBI is only guaranteed complete after a DSB of this CPU: its
         effect on this CPU's TLBs at the next full DSB (NSH or wider), its effect on the
         other CPUs (IS forms) at the next DSB ISH/OSH/SY (see dsb)."""
-        va, asid = self._tlbi_operands(op, xt)
+        va = tlbi_va(xt) if op.by_va else 0
+        asid = tlbi_asid(xt, self.regime.tcr.as16) if op.by_asid else 0
         self.pending.append([op, va, asid, False])      # [op, va, asid, done on this CPU]
-        self.events[f"tlbi.{op.name}"] += 1
+        self.events[op.event] += 1
         self.cycles += self._tlbi_cost(op)
         if self.machine.trace is not None:
             self._trace_tlbi(op, va, asid)
 
     def _tlbi_operands(self, op: TLBIOp, xt: int) -> tuple[int, int]:
         """(VA, ASID) named by Xt; the ASID is Xt[55:48] with 8-bit ASIDs (TCR.AS = 0)."""
-        scope = op.scope
-        va = tlbi_va(xt) if scope is Scope.VA or scope is Scope.VAA else 0
-        asid = tlbi_asid(xt, self.regime.tcr.as16) if scope is Scope.VA or scope is Scope.ASID else 0
-        return va, asid
+        return (tlbi_va(xt) if op.by_va else 0), (tlbi_asid(xt, self.regime.tcr.as16) if op.by_asid else 0)
 
     def _tlbi_cost(self, op: TLBIOp) -> int:
         cost = self.cost
-        if op is TLBIOp.VMALLE1IS:
-            return cost.tlbi_broadcast + cost.tlbi_vmalle1is_extra
-        return cost.tlbi_broadcast if op.broadcast else cost.tlbi_local
+        if not op.broadcast:
+            return cost.tlbi_local
+        return cost.tlbi_broadcast + (cost.tlbi_vmalle1is_extra if op.all_entries else 0)
 
     def _trace_tlbi(self, op: TLBIOp, va: int, asid: int) -> None:
         scope = op.scope
@@ -655,7 +685,7 @@ class Cpu:
         `TLBI VAE1IS; DSB NSH` leaves the entry usable on the other CPUs. The LD/ST forms only
         order loads/stores and complete no TLBI. Cost: NSH the local cost, ISH/OSH/SY the
         broadcast cost when a broadcast TLBI completes."""
-        domain, full = dsb_option(kind)
+        domain, full = DSB_OPTION_SCOPE.get(kind) or dsb_option(kind)
         self.events["dsb"] += 1
         cost = self.cost
         pending = self.pending
@@ -669,7 +699,12 @@ class Cpu:
             self.cycles += cost.dsb_local if local else cost.dsb_idle
         else:
             n = len(pending)
-            self.cycles += self._dsb_ish_cost() if any(p[0].broadcast for p in pending) else cost.dsb_local
+            for p in pending:
+                if p[0].broadcast:
+                    self.cycles += self._dsb_ish_cost()
+                    break
+            else:
+                self.cycles += cost.dsb_local
         trace = self.machine.trace
         if trace is not None:
             trace.add(self.cycles, self.index, Ev.DSB, barrier=kind.lower(), completes=n)
@@ -682,7 +717,8 @@ class Cpu:
             self.tlb.invalidate(p[0], p[1], p[2])
             p[3] = True
         self.pending = [p for p in pending if p[0].broadcast]
-        self._uc_flush()
+        if self.tlb.lost:
+            self._uc_flush()
         if trace is not None:
             trace.add(self.cycles, self.index, Ev.TLBI_DONE, ops=n, reach="local")
 
@@ -692,16 +728,14 @@ class Cpu:
         pending, self.pending = self.pending, []
         if not pending:
             return
-        touched = {}
         for op, va, asid, done_here in pending:
             for cpu in (self.machine.cpus if op.broadcast else (self,)):
-                if cpu is self and done_here:
-                    continue
-                cpu.tlb.invalidate(op, va, asid)
-                touched[cpu.index] = cpu
-        for cpu in touched.values():
-            # QEMU's TLB has no ASIDs: over-flushing Unicorn is always safe, it refills from the model
-            cpu._uc_flush()
+                if not (cpu is self and done_here):
+                    cpu.tlb.invalidate(op, va, asid)
+        # Unicorn's TLB only holds what the model holds: it must forget what the model lost,
+        # here at once (this CPU may be running), the others before they next run (Cpu.run)
+        if self.tlb.lost:
+            self._uc_flush()
         trace = self.machine.trace
         if trace is not None:
             trace.add(self.cycles, self.index, Ev.TLBI_DONE, ops=len(pending))
@@ -714,9 +748,8 @@ class Cpu:
 
         with exactly the events, cycles, TLB statistics, TLB contents and trace records of
         calling dsb/tlbi/dsb/isb once per flush, but applied in one sweep per CPU (nothing
-        runs between the sequences: the OS layer calls from Python) and with one Unicorn
-        flush per CPU for the whole batch instead of one per sequence (so `uc_flushes`, not
-        part of stats(), is lower). The first DSB ISH also completes whatever was pending.
+        runs between the sequences: the OS layer calls from Python) and with at most one
+        Unicorn flush per CPU for the whole batch (`uc_flushes` is not part of stats()). The first DSB ISH also completes whatever was pending.
         For the exit path's scale: a pmap_remove of many pages, two flushes per page."""
         flushes = list(flushes)
         if not flushes:
@@ -756,12 +789,10 @@ class Cpu:
         self.events["dsb"] += 2 * len(ops)
         self.events["isb"] += len(ops)
         # the invalidations: what each DSB ISH completes, in one sweep per CPU
-        touched = {}
         for op, va, asid, done_here in earlier:
             for cpu in (self.machine.cpus if op.broadcast else (self,)):
                 if not (cpu is self and done_here):
                     cpu.tlb.invalidate(op, va, asid)
-                    touched[cpu.index] = cpu
         everywhere = [o for o in ops if o[0].broadcast]
         runs = {}
         for cpu in self.machine.cpus:
@@ -771,9 +802,8 @@ class Cpu:
             if len(mine) not in runs:          # two lists at most: all ops, the broadcast ones
                 runs[len(mine)] = (TLBIRun(mine), TLBIRun([o for o in mine if not o[0].last_level]))
             cpu.tlb.invalidate_run(*runs[len(mine)])
-            touched[cpu.index] = cpu
-        for cpu in touched.values():
-            cpu._uc_flush()
+        if self.tlb.lost:
+            self._uc_flush()                     # the others flush before they next run (Cpu.run)
 
     def isb(self) -> None:
         self.events["isb"] += 1
@@ -907,6 +937,8 @@ class Cpu:
         if self._redecode:
             self._redecode = False
             self._uc_flush()
+        elif self.tlb.lost:
+            self._uc_flush()                # another CPU's TLBI removed entries while this one was stopped
         status = raw.emu_start(pc, count)
         hx = self.uc._hook_exception
         if hx is not None:

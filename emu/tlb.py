@@ -20,6 +20,8 @@ from .tlbi import Scope, TLBIOp
 from .walker import Translation
 
 GLOBAL_TAG = 0x10000            # ASID tag of global entries: outside any 16-bit ASID
+# the scopes as module constants: an enum class attribute costs a lookup on the TLBI path
+_ALL, _ASID, _VA, _VAA = Scope.ALL, Scope.ASID, Scope.VA, Scope.VAA
 _TAG_BITS = 17
 _TAG_MASK = (1 << _TAG_BITS) - 1
 
@@ -243,30 +245,37 @@ class SetAssocTLB:
         whole block), of that ASID or global (VA) or of any ASID (VAA). ASID: the
         non-global entries of that ASID. ALL: everything."""
         self.stats.flush_ops += 1
-        if scope is Scope.ALL:
+        if scope is _ALL:
             n = self._clear()
-        elif scope is Scope.ASID:
+        elif scope is _ASID:
             n = self._invalidate_asid(asid)
         else:
-            n = self._invalidate_va(va, (asid, GLOBAL_TAG) if scope is Scope.VA else None)
+            n = self._invalidate_va(va, (asid, GLOBAL_TAG) if scope is _VA else None)
         self.stats.flushed_entries += n
         return n
 
     def _invalidate_va(self, va: int, tags: tuple | None) -> int:
         """Entries containing va whose tag is in `tags` (None: any tag)."""
         n = 0
-        remove = self._remove
+        sets, mask = self.sets, self.set_mask
         for shift in self.shifts:
-            base = ((va >> shift) << 6 | shift) << _TAG_BITS
+            vpn = va >> shift
+            s = sets[vpn & mask]
+            if not s:
+                continue
+            base = (vpn << 6 | shift) << _TAG_BITS
             for tag in (tags if tags is not None else list(self.by_tag)):
-                n += remove(base | tag)
+                e = s.pop(base | tag, None)
+                if e is not None:
+                    self._dropped(base | tag, e)
+                    n += 1
         if self.slice_blocks:
             # slices of a block containing va that do not themselves contain it
             for bshift in list(self.slice_blocks):
                 d = self.slices.get(_span_id(va, bshift))
                 if d:
                     for k in [k for k in d if tags is None or k & _TAG_MASK in tags]:
-                        n += remove(k)
+                        n += self._remove(k)
         return n
 
     def _invalidate_asid(self, asid: int) -> int:
@@ -351,11 +360,11 @@ class TLBIRun:
 
     def __init__(self, ops: list):
         self.ops = ops
-        self.flush_all = any(op.scope is Scope.ALL for op, _, _ in ops)
-        self.asids = {asid for op, _, asid in ops if op.scope is Scope.ASID}
+        self.flush_all = any(op.scope is _ALL for op, _, _ in ops)
+        self.asids = {asid for op, _, asid in ops if op.scope is _ASID}
         # (va, ASID tags in scope; None: any ASID)
-        self.va_ops = [(va, (asid, GLOBAL_TAG) if op.scope is Scope.VA else None)
-                       for op, va, asid in ops if op.scope is Scope.VA or op.scope is Scope.VAA]
+        self.va_ops = [(va, (asid, GLOBAL_TAG) if op.scope is _VA else None)
+                       for op, va, asid in ops if op.scope is _VA or op.scope is _VAA]
         self._any: dict[int, set] = {}       # shift -> span ids of VAA ops
         self._ids: dict[int, set] = {}       # shift -> span ids of VA ops (for global entries)
         self._keys: dict[int, set] = {}      # shift -> span id << _TAG_BITS | ASID of VA ops
@@ -507,21 +516,28 @@ class WalkCache:
     def invalidate(self, scope: Scope, va: int = 0, asid: int = 0) -> int:
         """Remove the entries in the TLBI's scope (see the class docstring); returns how many."""
         self.stats.flush_ops += 1
-        if scope is Scope.ALL:
+        if scope is _ALL:
             n = self._clear()
-        elif scope is Scope.ASID:
+        elif scope is _ASID:
             n = self._invalidate_asid(asid)
         else:
-            n = self._invalidate_va(va, (asid,) if scope is Scope.VA else None)
+            n = self._invalidate_va(va, (asid,) if scope is _VA else None)
         self.stats.flushed_entries += n
         return n
 
     def _invalidate_va(self, va: int, asids: tuple | None) -> int:
         n = 0
+        sets, mask = self.sets, self.set_mask
         for level in self.levels:
-            base = ((va >> _region_shift(level)) << 6 | level) << _TAG_BITS
+            vpn = va >> (12 + 9 * (4 - level))                  # _region_shift(level)
+            s = sets[vpn & mask]
+            if not s:
+                continue
+            base = (vpn << 6 | level) << _TAG_BITS
             for asid in (asids if asids is not None else list(self.by_asid)):
-                n += self._remove(base | asid)
+                if s.pop(base | asid, None) is not None:
+                    self._dropped(base | asid)
+                    n += 1
         return n
 
     def _invalidate_asid(self, asid: int) -> int:
@@ -584,7 +600,8 @@ class TLBHierarchy:
     def __init__(self, l1i: SetAssocTLB, l1d: SetAssocTLB, l2: SetAssocTLB, walk_cache: WalkCache):
         self.itlb, self.dtlb, self.l2, self.walk_cache = l1i, l1d, l2, walk_cache
         self.lost = False
-        for t in (l1i, l1d, l2):
+        self._leaf_tlbs = (l1i, l1d, l2)
+        for t in self._leaf_tlbs:
             t.on_remove = self._on_remove
 
     def _on_remove(self, e: Translation) -> None:
@@ -594,11 +611,53 @@ class TLBHierarchy:
         return self.itlb.probe(va, asid) or self.dtlb.probe(va, asid) or self.l2.probe(va, asid)
 
     def invalidate(self, op: TLBIOp, va: int = 0, asid: int = 0) -> int:
+        """Apply one completed TLBI to every structure in its reach; returns entries removed."""
         scope = op.scope
-        n = self.itlb.invalidate(scope, va, asid) + self.dtlb.invalidate(scope, va, asid) \
-            + self.l2.invalidate(scope, va, asid)
+        if scope is not _VA and scope is not _VAA:
+            n = self.itlb.invalidate(scope, va, asid) + self.dtlb.invalidate(scope, va, asid) \
+                + self.l2.invalidate(scope, va, asid)
+            if not op.last_level:
+                n += self.walk_cache.invalidate(scope, va, asid)
+            return n
+        # NOTE: inlined from SetAssocTLB.invalidate / _invalidate_va and the WalkCache's, for
+        # speed: the by-VA TLBI of every page of a teardown reaches every CPU
+        n = 0
+        for t in self._leaf_tlbs:
+            st = t.stats
+            st.flush_ops += 1
+            if not t.shifts:
+                continue
+            if scope is _VAA or t.slice_blocks:
+                m = t._invalidate_va(va, (asid, GLOBAL_TAG) if scope is _VA else None)
+            else:
+                m = 0
+                sets, mask = t.sets, t.set_mask
+                for shift in t.shifts:
+                    vpn = va >> shift
+                    s = sets[vpn & mask]
+                    if s:
+                        k = (vpn << 6 | shift) << _TAG_BITS | asid
+                        e = s.pop(k, None)
+                        if e is not None:
+                            t._dropped(k, e)
+                            m += 1
+                        k = (vpn << 6 | shift) << _TAG_BITS | GLOBAL_TAG
+                        e = s.pop(k, None)
+                        if e is not None:
+                            t._dropped(k, e)
+                            m += 1
+            if m:
+                st.flushed_entries += m
+                n += m
         if not op.last_level:
-            n += self.walk_cache.invalidate(scope, va, asid)
+            w = self.walk_cache
+            st = w.stats
+            st.flush_ops += 1
+            if w.levels:
+                m = w._invalidate_va(va, (asid,) if scope is _VA else None)
+                if m:
+                    st.flushed_entries += m
+                    n += m
         return n
 
     def invalidate_run(self, run: TLBIRun, table_run: TLBIRun) -> int:

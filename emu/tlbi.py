@@ -16,7 +16,7 @@ class Scope(Enum):
 
 
 class TLBIOp(Enum):
-    # name = (CRm, op2)
+    """name = (CRm, op2). Attributes (set below): broadcast, scope, last_level, by_va, by_asid, all_entries, event."""
     VMALLE1IS = (0b0011, 0)
     VAE1IS = (0b0011, 1)
     ASIDE1IS = (0b0011, 2)
@@ -29,19 +29,6 @@ class TLBIOp(Enum):
     VAAE1 = (0b0111, 3)
     VALE1 = (0b0111, 5)
     VAALE1 = (0b0111, 7)
-
-    @property
-    def broadcast(self) -> bool:
-        return self.value[0] == 0b0011
-
-    @property
-    def scope(self) -> Scope:
-        return _SCOPE[self.value[1]]
-
-    @property
-    def last_level(self) -> bool:
-        """Last-level forms only remove leaf entries: walk-cache entries survive."""
-        return self.value[1] in (5, 7)
 
     @property
     def takes_operand(self) -> bool:
@@ -62,6 +49,16 @@ class TLBIOp(Enum):
 
 
 _SCOPE = {0: Scope.ALL, 1: Scope.VA, 2: Scope.ASID, 3: Scope.VAA, 5: Scope.VA, 7: Scope.VAA}
+# Plain attributes rather than properties: they are read on every TLBI and DSB.
+for _op in TLBIOp:
+    _op.broadcast = _op.value[0] == 0b0011           # Inner Shareable: reaches every CPU
+    _op.scope = _SCOPE[_op.value[1]]
+    _op.last_level = _op.value[1] in (5, 7)          # leaf entries only: walk-cache entries survive
+    _op.by_va = _op.scope in (Scope.VA, Scope.VAA)   # Xt carries a VA
+    _op.by_asid = _op.scope in (Scope.VA, Scope.ASID)   # Xt carries an ASID
+    _op.all_entries = _op.scope is Scope.ALL         # VMALLE1(IS)
+    _op.event = f"tlbi.{_op.name}"                   # its counter in Cpu.events
+del _op
 _BY_CRM_OP2 = {op.value: op for op in TLBIOp}
 
 VA_FIELD_MASK = (1 << 44) - 1
@@ -87,7 +84,7 @@ def tlbi_operand(va: int = 0, asid: int = 0) -> int:
 # DSB option -> (shareability domain, does it wait for every access type?). The LD/ST forms
 # wait only for loads / stores and do not complete TLB maintenance.
 _DSB_DOMAINS = ("osh", "nsh", "ish", "sy")          # CRm[3:2]
-_DSB_OPTIONS = {
+DSB_OPTION_SCOPE = {
     "sy": ("sy", True), "st": ("sy", False), "ld": ("sy", False),
     "ish": ("ish", True), "ishst": ("ish", False), "ishld": ("ish", False),
     "nsh": ("nsh", True), "nshst": ("nsh", False), "nshld": ("nsh", False),
@@ -101,8 +98,8 @@ def dsb_option(kind: str) -> tuple[str, bool]:
     A TLBI IS is completed for other CPUs only by domain ish, osh or sy; nsh completes
     only the local effect."""
     k = kind.strip().lower()
-    if k in _DSB_OPTIONS:
-        return _DSB_OPTIONS[k]
+    if k in DSB_OPTION_SCOPE:
+        return DSB_OPTION_SCOPE[k]
     if k.startswith("#"):
         try:
             crm = int(k[1:], 0)
