@@ -158,5 +158,7 @@ def diagnostic(text: str, what: str, rc: int, names: dict[str, str]) -> GuestBui
                 if r:
                     return GuestBuildError(_display(r.group("file")), msg, int(r.group("line")))
             return GuestBuildError(what, msg)
+    if "File size limit exceeded" in text:
+        return GuestBuildError(what, f"the output grew past {MAX_OUTPUT >> 20} MiB (a huge .space or .fill?)")
     first = next((ln.strip() for ln in lines if ln.strip()), f"exit status {rc}")
     return GuestBuildError(what, first)

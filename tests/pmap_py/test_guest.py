@@ -116,3 +116,65 @@ def test_purge_path_zero_vae1is_and_clean_tlb():
     assert d == [{}, {"tlbi.ASIDE1IS": 2, "dsb": 4, "isb": 2}]
     assert m.frames.counts()[FrameKind.FREE] - before_free == 4   # L1, L2, two L3s (code, data)
     assert [m.frames.info(p).kind for p in m.frames.owned_by(pm)] == [FrameKind.USER] * (NDATA + 1)
+
+
+# ---------------------------------------------------------------------------------------
+# exec: a guest ELF mapped by emu.scenario.map_program (pmap_enter per page)
+
+EXEC_SRC = """// text, rodata, data, a populated heap and a demand region
+#include <armmu/asm.h>
+	ARMMU_REGION heap, 0x20000000, 0x2000, PROT_RW, REGION_POPULATE
+	ARMMU_REGION lazy, 0x30000000, 0x4000, PROT_RW, REGION_DEMAND
+	.text
+	.globl _start
+_start:
+	adrp	x1, ro
+	ldr	x0, [x1, :lo12:ro]
+	adrp	x2, rw
+	str	x0, [x2, :lo12:rw]
+	MOV48	x3, 0x20001000
+	str	x0, [x3]
+	MOV48	x4, 0x30002000
+	str	x0, [x4]		// a demand page: the kernel enters it on this fault
+	SYSTRAP	SYS_exit
+	.section .rodata
+ro:	.quad 0x1234
+	.data
+rw:	.quad 0
+"""
+
+
+def test_exec_maps_segments_and_regions_with_their_protections(tmp_path):
+    from emu.scenario import map_program
+    from guest.programs import load_file
+    from pmap_py import PROT_READ as R, PROT_WRITE as W
+    src = tmp_path / "exec.S"
+    src.write_text(EXEC_SRC)
+    prog = load_file(src)
+    m, ps = make()
+    c0 = m.cpus[0]
+    pm = ps.pmap_create(c0)
+    frames = map_program(m, ps, c0, pm, prog)
+    assert len(frames) == 3 + 2                       # text, rodata, data pages + 2 heap pages
+    ps.pmap_activate(c0, pm)
+    el0 = {}
+    for name in ("text", "rodata", "data", "heap"):
+        r = c0.lookup(prog.layout[name].start, Access.READ, 0)
+        assert isinstance(r, Translation), name
+        el0[name] = r.perms >> 3 & 7
+    assert el0 == {"text": 1 | 4, "rodata": 1, "data": 1 | 2, "heap": 1 | 2}   # r-x, r--, rw-, rw-
+    ro = c0.lookup(prog.symbols["ro"], Access.READ, 0)
+    assert m.mem.read64(ro.pa) == 0x1234                              # the segment's bytes
+    assert isinstance(c0.lookup(0x30000000, Access.READ, 0), Fault)   # demand: not entered
+    ps.pmap_userret(c0)
+    stop = c0.run(100, pc=prog.entry)
+    assert stop.kind is StopKind.FAULT and stop.fault.va == 0x30002000
+    ps.pmap_kernel_entry(c0)
+    pa = m.frames.alloc(FrameKind.USER, owner=pm)                     # uvm_fault -> pmap_enter
+    ps.pmap_enter(c0, pm, 0x30002000, pa, R | W)
+    ps.pmap_userret(c0)
+    stop = c0.run(100, pc=stop.pc)
+    assert stop.kind is StopKind.SVC and c0.reg(8) == 1 and c0.reg(0) == 0x1234
+    assert m.mem.read64(pa) == 0x1234
+    assert m.mem.read64(c0.lookup(prog.symbols["rw"], Access.READ, 1).pa) == 0x1234
+    assert m.mem.read64(c0.lookup(0x20001000, Access.READ, 1).pa) == 0x1234
