@@ -77,12 +77,11 @@ from .trace import Ev
 from .walker import Fault, Translation
 
 USER, KERNEL = "user", "kernel"
-_RANGES = (USER, KERNEL)
 _TTBR = ("TTBR0", "TTBR1")
 _MAX_BLOCK_FRAMES = 512          # blocks up to 2 MB are indexed under every frame they map
 
 
-class ViolationKind(Enum):
+class ViolationKind(str, Enum):          # a str: JSON writes the kind's name
     STALE_TLB_USE = "stale-tlb-use"
     WALK_FREED_TABLE = "walk-freed-table"
     ASID_REUSE_STALE = "asid-reuse-stale"
@@ -107,6 +106,11 @@ class Violation:
     frame: str | None = None    # owner and kind of the frame concerned, now
     count: int = 1              # entries concerned (asid-reuse-stale) or faults (livelock)
     trace_index: int | None = None   # len(machine.trace.records) at detection
+
+    @property
+    def detail(self) -> str:
+        """The result schema's name for the story."""
+        return self.story
 
     def to_dict(self) -> dict:
         """The result-schema record: {kind, cpu, cycle, va, asid, pa, detail} + extras."""
@@ -140,8 +144,8 @@ class Fill:
     then: FrameInfo             # that frame's owner and kind at the fill
     space: object               # address space it belongs to (None: unknown)
     range: str
-    table: FrameInfo            # the table frame its leaf descriptor was read from
-    start: str                  # where its walk started, in words
+    start: tuple                # where its walk started: (walk-cache level or 0, first read PA,
+                                # walk-cache entry's fill cycle, ownership claim of that table)
     reported: int = 0           # bit per ViolationKind already reported for it
 
 
@@ -149,7 +153,20 @@ _USE, _ENTRY, _REUSE = 1, 2, 4
 
 
 def _region_shift(level: int) -> int:
+    """A level-L table covers the VA region translated by the levels above it."""
     return 12 + 9 * (4 - level)
+
+
+_RSHIFT = tuple(_region_shift(level) for level in range(4)) + (0,)
+_PAGE_TABLE, _ZERO, _FREE = FrameKind.PAGE_TABLE, FrameKind.ZERO, FrameKind.FREE
+
+
+def _start_str(start: tuple, sel: int) -> str:
+    level, pa, cycle, chain = start
+    if level == 0:
+        return f"{_TTBR[sel]} ({chain or 'an unmanaged table'} at {pa & ~0xFFF:#x})"
+    return (f"the walk-cache entry for the L{level} table at {pa & ~0xFFF:#x}"
+            + (f" (filled at cycle {cycle})" if cycle is not None else ""))
 
 
 def _fsc_str(fsc: int) -> str:
@@ -166,6 +183,7 @@ class Checker:
             raise ValueError(f"livelock_after must be at least 2, not {livelock_after}")
         self.machine = machine
         self.frames = machine.frames
+        self._frame_info = machine.frames._info          # frame number -> FrameInfo (absent: free)
         self.reproducer = reproducer
         self.context_fn = context_fn
         self.actor_fn = actor_fn
@@ -177,7 +195,6 @@ class Checker:
         self._seen: set = set()
         self._by_frame: dict[int, list[Fill]] = {}
         self._by_id: dict[int, Fill] = {}
-        self._by_asid: dict[tuple, dict[object, list[Fill]]] = {}   # (asid, range) -> space -> fills
         self._big: list[Fill] = []                     # blocks larger than 2 MB
         self._stale: list[Fill] = []                   # fills marked stale, still maybe held
         self._wc: dict[tuple, tuple] = {}              # (cpu, level, region, asid) -> (chain, space, cycle)
@@ -247,7 +264,8 @@ class Checker:
         how = "a speculative" if e.speculative else "a demand"
         tag = "global" if e.asid is None else f"ASID {e.asid:#x}"
         return (f"{f.range} VA {e.va_base:#x} ({tag}) -> PA {e.pa_base:#x}, filled at cycle {e.fill_cycle} "
-                f"by {how} walk from {f.start}; its frame was {f.then} at the fill")
+                f"by {how} walk from {_start_str(f.start, 1 if f.range is KERNEL else 0)}; its frame was "
+                f"{f.then} at the fill")
 
     def _last_tlbi(self, f: Fill) -> str:
         """Which TLBI could have removed the entry, from the trace when there is one."""
@@ -317,26 +335,20 @@ class Checker:
         """ASID `asid` now belongs to q on cpu (it last belonged to prev): every entry still
         tagged with it that belongs to another address space is a stale one."""
         held: dict[tuple, list[Fill]] = {}
-        for rng in _RANGES:
-            spaces = self._by_asid.get((asid, rng))
-            if not spaces:
-                continue
-            for space in list(spaces):
-                if space == q:
+        by_id = self._by_id
+        for c in self.machine.cpus:
+            for e in c.tlb.entries():
+                if e.asid != asid:
                     continue
-                live = [f for f in spaces[space] if f.e.refs > 0]
-                if live:
-                    spaces[space] = live
-                    for f in live:
-                        held.setdefault((f.cpu, rng), []).append(f)
-                else:
-                    del spaces[space]
+                f = by_id.get(id(e)) or by_id.get(id(getattr(e, "block", None)))
+                if f is not None and f.space is not None and f.space != q:
+                    held.setdefault((c.index, f.range), []).append(f)
         tables: dict[tuple, list] = {}
         for c in self.machine.cpus:
             for w in c.tlb.walk_cache:
                 if w.asid != asid:
                     continue
-                rec = self._wc.get((c.index, w.level, w.va_base >> _region_shift(w.level), asid))
+                rec = self._wc.get((c.index, w.level, w.va_base >> _RSHIFT[w.level], asid))
                 if rec is not None and rec[1] is not None and rec[1] != q:
                     tables.setdefault((c.index, KERNEL if w.va_base >> 55 & 1 else USER), []).append((w, rec))
         for key in sorted(set(held) | set(tables)):
@@ -388,43 +400,47 @@ class Checker:
         ci = cpu.index
         regime = cpu.regime
         sel = (va >> 55) & 1
-        first = reads[0][2]
+        pa0, _, first = reads[0]
         asid = regime.asid
         if first == regime.start[sel]:
             chain = self._root[ci][sel]
             space = chain.owner if chain is not None else None
-            start = f"{_TTBR[sel]} ({chain or 'unmanaged frame'} at {reads[0][0] & ~0xFFF:#x})"
-            wc = False
+            start = (0, pa0, None, chain)
         else:
-            rec = self._wc.get((ci, first, va >> _region_shift(first), asid))
-            chain, space = (rec[0], rec[1]) if rec is not None else (None, None)
-            start = (f"the walk-cache entry for the L{first} table at {reads[0][0] & ~0xFFF:#x}"
-                     + (f" (filled at cycle {rec[2]})" if rec is not None else ""))
-            wc = True
-        info = self.frames.info
+            rec = self._wc.get((ci, first, va >> _RSHIFT[first], asid))
+            if rec is None:
+                chain = space = None
+                start = (first, pa0, None, None)
+            else:
+                chain, space, cyc = rec
+                start = (first, pa0, cyc, chain)
+        # NOTE: inlined from FrameAllocator.info for speed
+        finfo = self._frame_info
         if chain is not None:
             owner = chain.owner
             for pa, value, level in reads:
-                fi = info(pa)
-                if fi.kind is FrameKind.ZERO or (fi.kind is FrameKind.PAGE_TABLE and fi.owner == owner):
+                fi = finfo.get(pa >> 12, FREE_INFO)
+                if (fi.kind is _PAGE_TABLE and fi.owner == owner) or fi.kind is _ZERO:
                     continue
-                self._walk_freed(cpu, va, asid, pa, value, level, fi, owner, start, wc, speculative, sel)
+                self._walk_freed(cpu, va, asid, pa, value, level, fi, owner, start, speculative, sel)
                 break
         if r.__class__ is Fault:
             return
         if sel:
             space = self._asid_space.get(r.asid) if r.ng else None
-        for level, table_pa, tattrs in r.tables:
-            self._wc[(ci, level, va >> _region_shift(level), asid)] = (chain, space, cpu.cycles)
+        if r.tables:
+            wcs = self._wc
+            rec = (chain, space, cpu.cycles)
+            for level, table_pa, tattrs in r.tables:
+                wcs[(ci, level, va >> _RSHIFT[level], asid)] = rec
         if self._fills >= self._sweep_at:
             self._sweep()
         self._fills += 1
         frame = r.pa_base & ~0xFFF
-        then = info(frame)
-        e = r
-        f = Fill(e, ci, frame, then, space, KERNEL if sel else USER, info(r.desc_pa), start)
-        self._by_id[id(e)] = f
-        if r.size <= 4096:
+        then = finfo.get(frame >> 12, FREE_INFO)
+        f = Fill(r, ci, frame, then, space, KERNEL if sel else USER, start)
+        self._by_id[id(r)] = f
+        if r.size == 4096:
             lst = self._by_frame.get(frame)
             if lst is None:
                 self._by_frame[frame] = [f]
@@ -435,28 +451,18 @@ class Checker:
                 self._by_frame.setdefault(fr, []).append(f)
         else:
             self._big.append(f)
-        if r.ng:
-            key = (r.asid, f.range)
-            spaces = self._by_asid.get(key)
-            if spaces is None:
-                spaces = self._by_asid[key] = {}
-            lst = spaces.get(space)
-            if lst is None:
-                spaces[space] = [f]
-            else:
-                lst.append(f)
         # a fill that is stale from the start: its PTE still points at a freed frame, or it came
         # through a walk-cache entry of another address space that kept this ASID
-        if frame in self._freed and then.kind is FrameKind.FREE:
-            e.stale = True
+        if then.kind is _FREE and frame in self._freed:
+            r.stale = True
             self._stale.append(f)
-        elif wc and not sel and space is not None:
+        elif first != regime.start[sel] and not sel and space is not None:
             root0 = self._root[ci][0]
-            if root0 is not None and root0.kind is FrameKind.PAGE_TABLE and root0.owner != space:
-                e.stale = True
+            if root0 is not None and root0.kind is _PAGE_TABLE and root0.owner != space:
+                r.stale = True
                 self._stale.append(f)
 
-    def _walk_freed(self, cpu, va, asid, pa, value, level, fi: FrameInfo, owner, start, wc, speculative,
+    def _walk_freed(self, cpu, va, asid, pa, value, level, fi: FrameInfo, owner, start: tuple, speculative,
                     sel) -> None:
         frame = pa & ~0xFFF
         key = (ViolationKind.WALK_FREED_TABLE, cpu.index, frame, id(owner))
@@ -468,10 +474,10 @@ class Checker:
         else:
             now = str(fi)
         how = "speculative" if speculative else "demand"
-        story = (f"{self._cpu_str(cpu.index)}: a {how} walk of VA {va:#x} (ASID {asid:#x}) started at {start} "
+        story = (f"{self._cpu_str(cpu.index)}: a {how} walk of VA {va:#x} (ASID {asid:#x}) started at {_start_str(start, sel)} "
                  f"of {owner} and read the L{level} descriptor {value:#x} at PA {pa:#x}, in frame {frame:#x}, "
                  f"which is no longer a page table of {owner}: it is {now}. ")
-        if wc:
+        if start[0]:
             story += ("The walk cache kept a pointer to a table that was unlinked and freed: a TLBI that removes "
                       "walk-cache entries (VAE1IS or ASIDE1IS, not the last-level VALE1IS/VAALE1IS) must complete "
                       "on every CPU after the table is unlinked and before its frame is freed. ")
@@ -626,22 +632,12 @@ class Checker:
         self._by_frame = {fr: live for fr, fills in self._by_frame.items()
                           if (live := [f for f in fills if f.e.refs > 0])}
         self._by_id = {k: f for k, f in self._by_id.items() if f.e.refs > 0}
-        for key in list(self._by_asid):
-            spaces = self._by_asid[key]
-            for space in list(spaces):
-                live = [f for f in spaces[space] if f.e.refs > 0]
-                if live:
-                    spaces[space] = live
-                else:
-                    del spaces[space]
-            if not spaces:
-                del self._by_asid[key]
         self._big = [f for f in self._big if f.e.refs > 0]
         self._stale = [f for f in self._stale if f.e.refs > 0]
         held = set()
         for c in self.machine.cpus:
             for w in c.tlb.walk_cache:
-                held.add((c.index, w.level, w.va_base >> _region_shift(w.level), w.asid))
+                held.add((c.index, w.level, w.va_base >> _RSHIFT[w.level], w.asid))
         self._wc = {k: v for k, v in self._wc.items() if k in held}
         self._fills = 0
         self._sweep_at = max(8192, 2 * len(self._by_id))
