@@ -3,6 +3,8 @@ correctly, destroy ordering, and bad input refused without touching any table.""
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import pytest
 
 from emu.descriptors import (AP_RO_ALL, AP_RW_ALL, ATTR_AF, ATTR_nG, ATTR_PXN, ATTR_UXN, SH_INNER,
@@ -270,3 +272,24 @@ def test_out_of_table_frames():
         m.frames.free(f)
     assert ps.pmap_enter(c0, pm, 0x10000, pa, RW, RW | PMAP_CANFAIL) == 0
     assert ps.pmap_extract(pm, 0x10000) == pa
+
+
+@settings(max_examples=40, deadline=None)
+@given(pages=st.sets(st.integers(0, 3 * 512 + 40), min_size=1, max_size=60),
+       lo=st.integers(0, 3 * 512 + 50), span=st.integers(0, 2 * 512))
+def test_range_equals_the_page_by_page_lookup(pages, lo, span):
+    """pmap_remove's walk over [sva, eva) skips absent tables wholesale; it must find the
+    same pteds, in the same order, as OpenBSD's `for (va = sva; va < eva; va += PAGE_SIZE)
+    pmap_vp_lookup(...)` loop."""
+    m, ps = make()
+    c0 = m.cpus[0]
+    pm = ps.pmap_create(c0)
+    base = 0x3FE0_0000                                   # straddles a 1 GB (L1) boundary
+    frames = user_frames(m, pm, len(pages))
+    for p, pa in zip(sorted(pages), frames):
+        ps.pmap_enter(c0, pm, base + p * 0x1000, pa, RW, 0)
+    sva, eva = base + lo * 0x1000, base + (lo + span) * 0x1000
+    naive = [ps.pmap_vp_lookup(pm, va)[0] for va in range(sva, eva, 0x1000)]
+    assert [pted for _, _, pted in ps._range(pm, sva, eva, "test")] == [p for p in naive if p is not None]
+    assert ps.pmap_remove(c0, pm, sva, eva) == sum(p is not None for p in naive)
+    assert pm.pm_stats.resident_count == len(pages) - sum(p is not None for p in naive)
