@@ -147,6 +147,11 @@ def build(config: dict, seed: int = 0):
 
 def run(config: dict, seed: int = 0) -> dict:
     """Run one configuration; the result dict of DESIGN.md §5 (schema 1)."""
+    return execute(config, seed)[0]
+
+
+def execute(config: dict, seed: int = 0):
+    """run() that also returns the machine and kernel, for tests, dumps and traces."""
     t0 = time.perf_counter()
     cfg, m, k = build(config, seed)
     reason = ""
@@ -154,7 +159,7 @@ def run(config: dict, seed: int = 0) -> dict:
         k.run()
     except RunEnded as e:
         reason = str(e)
-    return result(cfg, seed, m, k, reason, time.perf_counter() - t0)
+    return result(cfg, seed, m, k, reason, time.perf_counter() - t0), m, k
 
 
 def result(cfg, seed, m, k, reason: str, seconds: float) -> dict:
@@ -169,7 +174,7 @@ def result(cfg, seed, m, k, reason: str, seconds: float) -> dict:
     checker = getattr(m, "checker", None)
     violations = []
     for v in getattr(checker, "violations", []) if checker is not None else []:
-        violations.append(v if isinstance(v, dict) else
+        violations.append(v if isinstance(v, dict) else v.to_dict() if hasattr(v, "to_dict") else
                           {f: getattr(v, f, None) for f in ("kind", "cpu", "cycle", "va", "asid", "pa", "detail")})
     config = {key: cfg[key] for key in ("workload", "strategy", "cpus", "threads", "procs", "pages",
                                         "core", "speculate")}
@@ -197,13 +202,3 @@ def result(cfg, seed, m, k, reason: str, seconds: float) -> dict:
                        "killed": pr.ps_kill_reason, "zombie": bool(pr.ps_flags & PsFlag.PS_ZOMBIE),
                        "output": b"".join(pr.ps_output).decode("utf-8", "replace")} for pr in procs],
     }
-
-
-def leaked_frames(m, k) -> dict:
-    """Frames still owned by dead processes' pmaps (must be empty after a run)."""
-    dead = {pr.ps_vmspace.pmap if pr.ps_vmspace else None for pr in k.workload}
-    out = {}
-    for kind, n in m.frames.counts().items():
-        if kind is not FrameKind.FREE:
-            out[kind.value] = n
-    return {"in_use": out, "dead_pmaps": [p for p in dead if p is not None]}

@@ -118,6 +118,7 @@ class Kernel:
         self.reaper = self.kthread_create("reaper", kexit.reaper(self))
         self.shell = self._new_process("sh", None, kernel=True)
         self.shell_proc: Proc | None = None
+        self._embryos: list[Proc] = []
         self._loop(until_idle=True)                     # boot: the reaper starts and sleeps
 
     # ------------------------------------------------------------------ creation
@@ -153,9 +154,10 @@ class Kernel:
 
     def spawn(self, prog, populate: dict[str, bool] | None = None, name: str | None = None) -> Process:
         """fork + exec of a guest program by the shell (not simulated step by step):
-        a new process with a fresh vmspace holding prog's regions (code always
-        populated; other regions populated when `populate[region]`), a main thread
-        with its u-area, activated (cpu_fork) and made runnable."""
+        a new process with a fresh vmspace holding prog's segments (populated) and
+        regions (populated as declared, or as `populate[region]` says), a main thread
+        with its u-area, activated (cpu_fork); it becomes runnable when run() starts,
+        once the shell sleeps in wait4."""
         cpu = self.cpus[0].cpu
         pr = self._new_process(name or str(getattr(prog, "name", "guest")).rsplit("/", 1)[-1].split(".")[0],
                                self.shell)
@@ -174,7 +176,7 @@ class Kernel:
         p.p_md.ret = {"pc": prog.entry, **{f"x{i}": 0 for i in range(31)}}   # exec: clean registers
         p.p_kstack = fork_return()
         self.workload.append(pr)
-        self.setrunnable(p, 0)
+        self._embryos.append(p)                          # SIDL until the shell waits
         return pr
 
     def _map(self, pr, vm, start, size, prot, name, populate, contents=None) -> None:
@@ -333,6 +335,10 @@ class Kernel:
         """Start the shell (the parent, waiting in wait4) and run until it has reaped
         every workload process, or a budget ends the run (RunEnded)."""
         self.shell_proc = self.kthread_create("sh", self._shell_main(), process=self.shell)
+        self._loop(until_idle=True)                     # the shell forks, then sleeps in wait4
+        for p in self._embryos:
+            self.setrunnable(p, 0)
+        self._embryos.clear()
         self._loop()
 
     def _loop(self, until_idle: bool = False) -> None:
