@@ -21,7 +21,7 @@ from pmap_py import pmap_bootstrap
 from .cpu import StopKind
 from .frames import FrameKind
 from .machine import Machine
-from .scenario import map_program
+from .scenario import map_program, setregs
 
 PATHS = (
     ("legacy", "1.58", "reaper removes every page, 4 VAE1IS each (pmap.c 1.58, 2018)"),
@@ -60,8 +60,8 @@ def run_path(path: str, revision: str, pages: int, ncpus: int, core: str, seed: 
     user_frames = map_program(m, ps, cpu, pm, prog)
     ps.pmap_activate(cpu, pm)
     ps.pmap_userret(cpu)
+    setregs(cpu, prog)
     pc = prog.entry
-    cpu.sp = prog.initial_sp
     while True:
         if cpu.insns > budget:
             raise ValueError(f"guest ran past its budget of {budget} instructions")

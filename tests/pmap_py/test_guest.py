@@ -144,6 +144,13 @@ rw:	.quad 0
 """
 
 
+def _pa(cpu, va, el=0):
+    """PA of va through cpu's TLB model (a TLB hit returns the entry of the first VA filled,
+    so the offset comes from va)."""
+    t = cpu.lookup(va, Access.READ, el)
+    return t.pa_base | (va & (t.size - 1))
+
+
 def test_exec_maps_segments_and_regions_with_their_protections(tmp_path):
     from emu.scenario import map_program
     from guest.programs import load_file
@@ -163,8 +170,7 @@ def test_exec_maps_segments_and_regions_with_their_protections(tmp_path):
         assert isinstance(r, Translation), name
         el0[name] = r.perms >> 3 & 7
     assert el0 == {"text": 1 | 4, "rodata": 1, "data": 1 | 2, "heap": 1 | 2}   # r-x, r--, rw-, rw-
-    ro = c0.lookup(prog.symbols["ro"], Access.READ, 0)
-    assert m.mem.read64(ro.pa) == 0x1234                              # the segment's bytes
+    assert m.mem.read64(_pa(c0, prog.symbols["ro"])) == 0x1234        # the segment's bytes
     assert isinstance(c0.lookup(0x30000000, Access.READ, 0), Fault)   # demand: not entered
     ps.pmap_userret(c0)
     stop = c0.run(100, pc=prog.entry)
@@ -176,5 +182,68 @@ def test_exec_maps_segments_and_regions_with_their_protections(tmp_path):
     stop = c0.run(100, pc=stop.pc)
     assert stop.kind is StopKind.SVC and c0.reg(8) == 1 and c0.reg(0) == 0x1234
     assert m.mem.read64(pa) == 0x1234
-    assert m.mem.read64(c0.lookup(prog.symbols["rw"], Access.READ, 1).pa) == 0x1234
-    assert m.mem.read64(c0.lookup(0x20001000, Access.READ, 1).pa) == 0x1234
+    assert m.mem.read64(_pa(c0, prog.symbols["rw"], 1)) == 0x1234
+    assert m.mem.read64(_pa(c0, 0x20001000, 1)) == 0x1234
+
+
+def test_threads_c_runs_on_two_cpus_through_the_pmap():
+    """guest/programs/threads_c.c on the emulated MMU: main on cpu0 calls __tfork, the
+    child runs on cpu1 in the same pmap (registers copied, x0 = 0, sp = tf_stack, as the
+    ABI in guest/syscalls.py says), both touch their pages; the child __threxit's, main
+    waits for its DONE flag and exits 0. A small kernel loop stands in for the kernel."""
+    from unicorn.arm64_const import UC_ARM64_REG_NZCV, UC_ARM64_REG_SP
+
+    from emu.scenario import map_program, setregs
+    from guest.programs import load
+    from guest.syscalls import Sys
+    prog = load("threads_c", {"NTHREADS": 2, "NPAGES": 6, "THREAD_EXIT": 1})
+    m, ps = make()
+    c0, c1 = m.cpus
+    pm = ps.pmap_create(c0)
+    map_program(m, ps, c0, pm, prog)
+    ps.pmap_activate(c0, pm)
+    ps.pmap_userret(c0)
+    setregs(c0, prog)
+    calls, status = [], []
+
+    def ret(cpu, value):
+        ps.pmap_userret(cpu)
+        cpu.set_reg(0, value)
+        cpu.uc.reg_write(UC_ARM64_REG_NZCV, cpu.uc.reg_read(UC_ARM64_REG_NZCV) & ~(1 << 29))   # C clear: success
+
+    def on_stop(cpu, stop):
+        assert stop.kind is StopKind.SVC, stop
+        ps.pmap_kernel_entry(cpu)
+        num = cpu.reg(8)
+        calls.append((cpu.index, num))
+        cpu.pc = prog.syscall_return(stop.pc - 4)
+        if num == Sys.TFORK:
+            param = cpu.reg(0)
+            tidp, stack = (m.mem.read64(_pa(cpu, param + off)) for off in (8, 16))
+            m.mem.write(_pa(cpu, tidp), (100).to_bytes(4, "little"))
+            ps.pmap_activate(c1, pm)
+            for n in range(31):
+                c1.set_reg(n, cpu.reg(n))
+            ret(c1, 0)
+            c1.uc.reg_write(UC_ARM64_REG_SP, stack)       # the live SP (see emu.scenario.setregs)
+            c1.pc = cpu.pc
+            ret(cpu, 100)
+            return False                       # start the second phase with both CPUs
+        if num == Sys.SCHED_YIELD:
+            ret(cpu, 0)
+            return True
+        if num == Sys.EXIT:
+            status.append(cpu.reg(0))
+        return False                           # exit, __threxit: the thread is gone
+
+    m.run(quantum=50, budget=200_000, on_stop=on_stop, active=[c0])
+    assert calls == [(0, Sys.TFORK)]
+    m.run(quantum=50, budget=200_000, on_stop=on_stop, active=[c0, c1])
+    assert status == [0] and (1, Sys.THREXIT) in calls and calls[-1] == (0, Sys.EXIT)
+    heap = 0x20000000
+    for i in range(6):                         # PER = 3: the child took pages 3..5
+        va = heap + 4096 * (i + 1)
+        assert m.mem.read64(_pa(c0, va)) == va
+    assert m.mem.read64(_pa(c0, heap + 8)) == 1                           # DONE[1]
+    assert m.mem.read64(_pa(c0, heap + 0x808)) & 0xFFFFFFFF == 100        # TID[1]
+    assert c1.walks > 0 and c1.tlb.probe(heap + 4096 * 4, pm.asid | 1) is not None
