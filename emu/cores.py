@@ -9,8 +9,9 @@ data); a user may pass the path of their own file. Layout::
     name = "..."  description = "..."  freq_ghz = 2.0  asid_bits = 16
     repeat_tlbi = false             # TLBI-repeat erratum: every TLBI issued twice
     ci_flush_bp = "cpu_flush_bp_noop"   # or "cpu_flush_bp_psci" (no CSV2: SMC per switch)
+    bhb_loop = 0                    # Spectre-BHB loop iterations on every EL0 exception entry
     [core.source]                   # provenance, one string per key except name/description
-    freq_ghz = "..."  asid_bits = "..."  repeat_tlbi = "..."  ci_flush_bp = "..."
+    freq_ghz = "..."  asid_bits = "..."  repeat_tlbi = "..."  ci_flush_bp = "..."  bhb_loop = "..."
 
     [tlb.l1i] / [tlb.l1d] / [tlb.l2]
     entries = 48  ways = 48  replacement = "lru"  max_block_shift = 20
@@ -89,6 +90,8 @@ COST_DOC: dict[str, str] = {
                      "pmap_setttb makes on every context switch on cores without CSV2",
     "icache_sync_page": "cpu_icache_sync_range over one 4 KB page (DC CVAU + IC IVAU per "
                         "line, DSB, ISB) when a page is first mapped executable",
+    "bhb_loop_iteration": "one iteration of trampoline.S's Spectre-BHB branch loop, run on "
+                          "every exception entry from EL0 (core.bhb_loop iterations)",
 }
 
 # Values of core.ci_flush_bp: OpenBSD arm64 cpu.c, cpu_mitigate_spectre_v2().
@@ -146,6 +149,7 @@ class CostTable:
     tlbi_vmalle1is_extra: int
     flush_bp_psci: int
     icache_sync_page: int
+    bhb_loop_iteration: int
 
     def dsb_ish(self, other_cpus: int) -> int:
         """Cost of a DSB ISH that completes at least one broadcast TLBI."""
@@ -170,6 +174,7 @@ class CorePreset:
     sources: dict[str, str] = field(hash=False, compare=False)  # "cost.isb" -> provenance
     repeat_tlbi: bool = False               # ARM64_WORKAROUND_REPEAT_TLBI: tlbi; dsb ish; tlbi
     ci_flush_bp: str = "cpu_flush_bp_noop"  # what pmap_setttb's ci_flush_bp() does
+    bhb_loop: int = 0                       # trampoline_vectors_loop_<k> (0: none)
     path: str = field(default="", compare=False)
 
     def cycles_to_us(self, cycles: int | float) -> float:
@@ -178,8 +183,8 @@ class CorePreset:
 
 # ---------------------------------------------------------------- schema
 
-_CORE_KEYS = ("name", "description", "freq_ghz", "asid_bits", "repeat_tlbi", "ci_flush_bp")
-_CORE_SOURCED = ("freq_ghz", "asid_bits", "repeat_tlbi", "ci_flush_bp")
+_CORE_KEYS = ("name", "description", "freq_ghz", "asid_bits", "repeat_tlbi", "ci_flush_bp", "bhb_loop")
+_CORE_SOURCED = ("freq_ghz", "asid_bits", "repeat_tlbi", "ci_flush_bp", "bhb_loop")
 _TLB_KEYS = ("entries", "ways", "replacement", "max_block_shift")
 _WALK_KEYS = ("entries", "ways", "replacement")
 _TOP_KEYS = ("inherit", "core", "tlb", "cost")
@@ -381,6 +386,9 @@ def _validate(raw: dict, label: str, strict_sources: bool) -> list[str]:
             b = sec.get("ci_flush_bp")
             if "ci_flush_bp" in sec and b not in FLUSH_BP:
                 errs.append(f"core.ci_flush_bp must be one of {', '.join(FLUSH_BP)}, got {b!r}")
+            n = sec.get("bhb_loop")
+            if "bhb_loop" in sec and not (_is_int(n) and n >= 0):
+                errs.append(f"core.bhb_loop must be a non-negative integer (loop iterations), got {n!r}")
         elif section == "cost":
             for k in COST_FIELDS:
                 if k not in sec:
@@ -439,7 +447,7 @@ def load_preset(name_or_path: str | Path = DEFAULT_CORE) -> CorePreset:
     return CorePreset(
         name=core["name"], description=core["description"],
         freq_ghz=float(core["freq_ghz"]), asid_bits=core["asid_bits"],
-        repeat_tlbi=core["repeat_tlbi"], ci_flush_bp=core["ci_flush_bp"],
+        repeat_tlbi=core["repeat_tlbi"], ci_flush_bp=core["ci_flush_bp"], bhb_loop=core["bhb_loop"],
         l1i=_geometry(tlb["l1i"]), l1d=_geometry(tlb["l1d"]), l2=_geometry(tlb["l2"]),
         walk_cache=_geometry(tlb["walk_cache"]),
         cost=CostTable(**{k: raw["cost"][k] for k in COST_FIELDS}),

@@ -977,9 +977,14 @@ class PmapSystem:
         cpu.set_el(0)
 
     def pmap_kernel_entry(self, cpu) -> None:
-        """trampoline.S vector entry from EL0: exception to EL1 (cpu.set_el(1)); TTBR1 <-
-        kernel L1 with the even ASID, ISB."""
+        """trampoline.S vector entry from EL0: exception to EL1 (cpu.set_el(1)); the
+        Spectre-BHB branch loop of the core's trampoline_vectors_loop_<k> (cycles only;
+        OpenBSD arm64 cpu.c cpu_mitigate_spectre_bhb picks k); TTBR1 <- kernel L1 with the
+        even ASID, ISB."""
         cpu.set_el(1)
+        k = cpu.machine.core.bhb_loop
+        if k:
+            cpu.charge(k * cpu.cost.bhb_loop_iteration, "bhb_loop")
         t1 = cpu.mrs(SysReg.TTBR1_EL1)
         asid = (t1 >> 48) & ~ASID_USER
         cpu.msr(SysReg.TTBR1_EL1, make_ttbr(self.kernel_l1, asid))

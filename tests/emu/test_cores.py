@@ -348,21 +348,22 @@ def test_dataclasses_are_frozen():
 # (repeat_tlbi, ci_flush_bp): Linux cpu_errata.c arm64_repeat_tlbi_list (A76 erratum
 # 1286807 / 4118414, N1 erratum 4193800); OpenBSD arm64 cpu.c cpu_mitigate_spectre_v2()
 # (A53 "Not vulnerable"; A72 without CSV2 -> cpu_flush_bp_psci; A76/N1 with CSV2)
-EXPECTED_SWITCHES = {"cortex-a53": (False, "cpu_flush_bp_noop"), "cortex-a72": (False, "cpu_flush_bp_psci"),
-                     "cortex-a76": (True, "cpu_flush_bp_noop"), "neoverse-n1": (True, "cpu_flush_bp_noop")}
+# cpu_mitigate_spectre_bhb() (trampoline_vectors_loop_8 for A72, _24 for A76/N1, none for A53)
+EXPECTED_SWITCHES = {"cortex-a53": (False, "cpu_flush_bp_noop", 0), "cortex-a72": (False, "cpu_flush_bp_psci", 8),
+                     "cortex-a76": (True, "cpu_flush_bp_noop", 24), "neoverse-n1": (True, "cpu_flush_bp_noop", 24)}
 
 
 @pytest.mark.parametrize("name", BUILTINS)
 def test_core_switches(name):
     p = load_preset(name)
-    assert (p.repeat_tlbi, p.ci_flush_bp) == EXPECTED_SWITCHES[name]
-    for k in ("repeat_tlbi", "ci_flush_bp"):
+    assert (p.repeat_tlbi, p.ci_flush_bp, p.bhb_loop) == EXPECTED_SWITCHES[name]
+    for k in ("repeat_tlbi", "ci_flush_bp", "bhb_loop"):
         assert TAG.search(p.sources[f"core.{k}"]) and "no source given" not in p.sources[f"core.{k}"]
 
 
 def test_exit_path_costs_are_documented():
     for k in ("context_switch", "exception_entry", "exception_return", "lock_acquire", "lock_contended",
-              "flush_bp_psci", "icache_sync_page"):
+              "flush_bp_psci", "icache_sync_page", "bhb_loop_iteration"):
         assert k in COST_FIELDS and COST_DOC[k]
 
 
@@ -375,9 +376,9 @@ def test_cost_presets_doc_matches_the_presets():
         assert row, f"docs/cost-presets.md has no row for cost {k}"
         assert [int(v) for v in row.groups()] == [getattr(p.cost, k) for p in presets], k
     for p in presets:
-        row = re.search(rf"^\| {p.name} \| (true|false) \| `(\w+)` \| ([\d.]+) \|", doc, re.M)
-        assert row and (row.group(1) == "true", row.group(2), float(row.group(3))) == \
-            (p.repeat_tlbi, p.ci_flush_bp, p.freq_ghz), p.name
+        row = re.search(rf"^\| {p.name} \| (true|false) \| `(\w+)` \| (\d+) \| ([\d.]+) \|", doc, re.M)
+        assert row and (row.group(1) == "true", row.group(2), int(row.group(3)), float(row.group(4))) == \
+            (p.repeat_tlbi, p.ci_flush_bp, p.bhb_loop, p.freq_ghz), p.name
 
 
 @pytest.mark.parametrize("value", ["true", '"12"', "[1]", "{ a = 1 }"])
@@ -401,6 +402,8 @@ def test_missing_cost_alone_is_named(tmp_path):
     ("repeat_tlbi", "1", "core.repeat_tlbi must be true or false"),
     ("ci_flush_bp", '"cpu_flush_bp_smc"', "core.ci_flush_bp must be one of"),
     ("ci_flush_bp", "0", "core.ci_flush_bp must be one of"),
+    ("bhb_loop", "-1", "core.bhb_loop must be a non-negative integer"),
+    ("bhb_loop", "true", "core.bhb_loop must be a non-negative integer"),
 ])
 def test_bad_core_switch(tmp_path, key, value, needle):
     bad(tmp_path, f"""

@@ -470,3 +470,19 @@ def test_batched_teardown_flushes_equal_one_sequence_at_a_time(revision):
                 r = c.lookup(VA + 0x1F_0000 + k * 0x1000, Access.READ, 0 if i < 2 else 1)
                 assert r.kind is FaultKind.TRANSLATION
     assert ma.stats() == mb.stats()
+
+
+def test_el0_entry_runs_the_cores_bhb_loop():
+    # OpenBSD arm64 cpu.c cpu_mitigate_spectre_bhb(): trampoline_vectors_loop_8 (A72),
+    # _loop_24 (A76, N1), none (A53). trampoline.S's vector entry from EL0 runs the loop,
+    # then moves TTBR1 back to the kernel L1 (one MSR + ISB): cycles only, no extra barrier
+    for core, k in (("cortex-a72", 8), ("cortex-a76", 24), ("neoverse-n1", 24), ("cortex-a53", 0)):
+        m, ps = make(core=core)
+        c0, cost = m.cpus[0], m.core.cost
+        ps.pmap_setttb(c0, active(m, ps))
+        ps.pmap_userret(c0)
+        before = c0.cycles
+        _, d = delta(m, ps.pmap_kernel_entry, c0)
+        assert d == [{"isb": 1, "ttbr_writes": 1}, {}], core
+        assert c0.cycles - before == cost.msr_ttbr + cost.isb + k * cost.bhb_loop_iteration, core
+        assert c0.events["bhb_loop"] == (1 if k else 0), core
