@@ -1,4 +1,4 @@
-"""The TLB hazard checker (DESIGN.md §4): a runtime monitor fed by frame ownership and
+"""The TLB hazard checker (docs/checker.md): a runtime monitor fed by frame ownership and
 the TLB model, as rems-project's casemate monitors break-before-make and TLBI from events.
 
 It sees only what the hardware sees, plus who owns each physical frame:

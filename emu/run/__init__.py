@@ -1,4 +1,4 @@
-"""One run = one call: ``run(config, seed) -> dict`` (result schema 1, DESIGN.md §5).
+"""One run = one call: ``run(config, seed) -> dict`` (result schema 1, docs/result-schema.md).
 
 The outer layer: composes the machine (emu), the kernel model and a strategy
 (pmap_py) and a workload (guest). Deterministic for a configuration and seed.
@@ -146,7 +146,7 @@ def build(config: dict, seed: int = 0):
 
 
 def run(config: dict, seed: int = 0) -> dict:
-    """Run one configuration; the result dict of DESIGN.md §5 (schema 1)."""
+    """Run one configuration; the result dict of docs/result-schema.md (schema 1)."""
     return execute(config, seed)[0]
 
 

@@ -1,4 +1,4 @@
-"""Exit strategies: one module each, registered by name (DESIGN.md §3).
+"""Exit strategies: one module each, registered by name (docs/strategies.md).
 
 ``get(name)`` returns a new instance; ``register_strategy(cls)`` adds one (a class
 with a unique ``name``, usually a subclass of ExitStrategy); ``load_strategy_file(path)``

@@ -1,4 +1,4 @@
-"""The interface every exit strategy implements (DESIGN.md §3).
+"""The interface every exit strategy implements (docs/strategies.md §The interface).
 
 The kernel model (pmap_py.kern.exit) runs OpenBSD's exit1 / sched_exit / exit2 /
 reaper and calls a strategy at the points where the designs differ:
@@ -29,7 +29,7 @@ class ExitStrategy:
     revision = "1.113"
     trampoline = True
     reaper_kernel_lock = False
-    safe = True                      # what DESIGN.md §3 expects of it (for listings)
+    safe = True                      # what docs/strategies.md expects of it (for listings)
 
     def exit1_purge(self, k, p) -> Generator:
         """Main thread, exit1 step 5. Default: nothing (the reaper tears down)."""

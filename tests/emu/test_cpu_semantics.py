@@ -431,7 +431,7 @@ def test_epd_stops_walks_resumed_from_the_walk_cache(one):
 def test_msr_empties_unicorns_tlb(by_guest):
     """TTBR0 = b's tables with ASID 2 in TTBR0, but TCR.A1 = 1 takes the ASID (1) from TTBR1,
     so a's entries still serve; clearing A1 makes ASID 2 current: the guest must now read b's
-    frame. QEMU does not flush its TLB on a TCR write (unicorn-notes §3): only the model can."""
+    frame. QEMU does not flush its TLB on a TCR write (docs/unicorn.md §Flushing Unicorn's TLB): only the model can."""
     m = machine(1)
     a, b = Tables(m, owner="a"), Tables(m, owner="b")
     for tb, val in ((a, 0xA), (b, 0xB)):

@@ -29,8 +29,8 @@ OPENBSD = ("legacy-reaper", "reaper", "purge-naive", "purge")
 
 
 def pmap_tlbis(strategy: str, n: int, t: int) -> dict:
-    """The pmap exit-path TLBIs for n mapped pages and t threads (§7 of the reference
-    path descriptions), plus the u-area VAALE1IS of the t reaped threads."""
+    """The pmap exit-path TLBIs for n mapped pages and t threads (docs/openbsd-exit-path.md §Counts,
+    path by path), plus the u-area VAALE1IS of the t reaped threads."""
     if strategy == "legacy-reaper":      # path A: reaper removes every page, 4 VAE1IS each
         return {"VAE1IS": 4 * n, "ASIDE1IS": 2, "VAALE1IS": 2 * UPAGES * t}
     if strategy == "reaper":             # path B: last deactivate 2 + destroy 2
