@@ -100,8 +100,10 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 
 def _compile_argv(src: Path, obj: str, defs: list[str], force_include: tuple[str, ...]) -> list[str]:
+    # the debug info names the source's directory, not the temporary build directory, so
+    # that equal inputs give equal ELF files
     argv = ["cc", *toolchain.COMMON_FLAGS, "-isystem", toolchain.builtin_include_dir(),
-            "-I", str(src.parent), *defs]
+            f"-fdebug-compilation-dir={src.parent}", "-I", str(src.parent), *defs]
     if src.suffix == ".c":
         argv += toolchain.C_FLAGS
     for h in force_include:

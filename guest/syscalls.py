@@ -10,7 +10,7 @@ ABI (as on OpenBSD/arm64, ``sys/arch/arm64/arm64/syscall.c``)
   and the kernel resumes user space 8 bytes past the usual return address (ELR = svc+4,
   then ``tf_elr += 8``), so the barrier never runs architecturally. Our guest programs
   use the same 3-instruction sequence. Kernel models should resume at
-  ``Program.syscall_return(svc_va)`` which returns svc+12 when the barrier pair is
+  ``Image.syscall_return(svc_va)`` (guest/image.py) which returns svc+12 when the barrier pair is
   present and svc+4 otherwise (so hand-written guests without it work too). Unicorn's
   UC_HOOK_INTR (intno 2) reports PC = svc+4; the svc address is PC-4.
 * ``__tfork(param, psize)``: ``param`` points to ``struct __tfork { void *tf_tcb;

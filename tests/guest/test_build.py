@@ -323,3 +323,23 @@ def test_a_runaway_compile_is_killed_at_its_time_limit(fresh_cache, tmp_path):
     t0 = time.perf_counter()
     e = _err(build, src, timeout=1.0)
     assert e.message == "the toolchain did not finish within 1 s" and time.perf_counter() - t0 < 10
+
+
+def test_concurrent_builders_share_one_cache(fresh_cache, tmp_path):
+    """Two processes building the same guest into one empty cache at once (as pytest-xdist
+    workers do) both succeed with the same ELF; the entry is complete afterwards."""
+    import os
+    import subprocess
+    import sys
+    src = tmp_path / "par.S"
+    src.write_text(".globl _start\n_start: mov x0, #5\nSYSTRAP SYS_exit\n")
+    code = ("import sys, hashlib; from guest.build import build; "
+            "print(hashlib.sha256(build(sys.argv[1], force_include=('armmu/asm.h',)).elf).hexdigest())")
+    env = {**os.environ, "ARMMU_CACHE": str(fresh_cache)}
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(src)], stdout=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0] and outs[0] == outs[1] and len(outs[0]) == 64
+    runs = toolchain.runs
+    image = build(src, force_include=("armmu/asm.h",))
+    assert toolchain.runs == runs and MiniKernel(image).run() == 5         # a cache hit
