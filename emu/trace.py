@@ -21,6 +21,7 @@ class Ev(Enum):
     SVC = "svc"
     UNDEF = "undef"
     KERNEL = "kernel"        # a named kernel operation (pmap_remove, ...)
+    USER = "user"            # a guest quantum at EL0 (instructions executed, where it stopped)
 
 
 def _fmt_value(k: str, v) -> str:

@@ -164,6 +164,7 @@ class Kernel:
         pr.ps_program = prog
         vm = self.uvm.uvmspace_alloc(cpu)
         pr.ps_vmspace = vm
+        pr.ps_pmap = vm.pmap
         populate = populate or {}
         for seg in prog.segments:
             self._map(pr, vm, seg.start, seg.end - seg.start, seg.prot, seg.name, True, seg.page)
@@ -206,6 +207,7 @@ class Kernel:
 
     def teardown(self, p: Proc, gen: Generator) -> Generator:
         """Run `gen` with its cycles counted as address-space teardown."""
+        self.ktrace(p, "teardown", kernel_lock=str(self.kernel_lock.holder))
         p.p_teardown = True
         try:
             yield from gen
@@ -423,6 +425,9 @@ class Kernel:
         stop = cpu.run(min(cfg.quantum, max(1, cfg.max_insns - self.insns + 1)))
         p.p_tally.user += cpu.cycles - t0
         self.insns += stop.executed
+        trace = self.machine.trace
+        if trace is not None:
+            trace.add(t0, ci.index, Ev.USER, proc=p.p_name, insns=stop.executed, pc=stop.pc)
         kind = stop.kind
         if kind is StopKind.QUANTUM:
             if p.p_ast or (cpu.cycles - ci.slice_start >= cfg.slice_cycles and ci.spc_runq):
@@ -560,9 +565,10 @@ class Kernel:
         if self.faults > self.cfg.max_faults:
             worst = max((q for pr in self.workload for q in pr.ps_threads), key=lambda q: q.p_faults, default=p)
             pc, va = worst.p_last_fault or (0, 0)
+            ttbr0 = self.machine.cpus[worst.p_cpu].ttbr0
+            table = "the kernel's zero page" if ttbr0 == self.ps.zero_page else f"{ttbr0:#x}"
             raise RunEnded(f"fault budget exceeded ({self.cfg.max_faults} faults): {worst} faulted "
-                           f"{worst.p_faults} times, last at pc {pc:#x} va {va:#x} "
-                           f"(TTBR0 {self.machine.cpus[worst.p_cpu].ttbr0:#x})")
+                           f"{worst.p_faults} times, last at pc {pc:#x} va {va:#x}, its TTBR0 = {table}")
         ftype = {Access.READ: PROT_READ, Access.WRITE: PROT_WRITE, Access.FETCH: PROT_EXEC}[fault.access]
         vm = p.p_p.ps_vmspace
         pm = vm.pmap

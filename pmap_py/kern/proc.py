@@ -103,6 +103,7 @@ class Process:
     ps_pid: int
     ps_comm: str
     ps_vmspace: object = None            # uvm.Vmspace (None for kernel processes)
+    ps_pmap: object = None               # its pmap, kept for reports after uvm_exit
     ps_mainproc: Proc | None = None
     ps_threads: list[Proc] = field(default_factory=list)
     ps_threadcnt: int = 0

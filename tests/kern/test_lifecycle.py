@@ -1,0 +1,156 @@
+"""Whole runs: what is left after them, where the teardown runs, the unsafe strategies
+end, and other CPUs run guest code while one tears an address space down."""
+from __future__ import annotations
+
+import pytest
+
+from emu.frames import FrameKind
+from emu.trace import Ev, Trace
+from guest.programs import load
+from pmap_py import strategies
+
+from .conftest import go
+
+ALL = strategies.names()
+
+
+def assert_all_returned(m, k):
+    """Every frame of the dead processes is free again: what is still in use belongs
+    to the kernel (its L1, the trampoline's, the zero page, kernel L2/L3 tables)."""
+    counts = m.frames.counts()
+    assert counts[FrameKind.USER] == 0
+    assert counts[FrameKind.KERNEL] == 0                        # every u-area freed
+    kpm, tramp = k.ps.pmap_kernel(), k.ps.pmap_tramp
+    kernel_tables = len(m.frames.owned_by(kpm)) + len(m.frames.owned_by(tramp))
+    assert counts[FrameKind.PAGE_TABLE] + counts[FrameKind.ZERO] == kernel_tables
+    for pr in k.workload:
+        assert pr.ps_vmspace is None and pr.ps_mainproc.p_stat.name == "SDEAD"
+
+
+def asid_state(k, pm) -> str:
+    asids = k.ps.asids
+    if pm.generation != asids.pmap_asid_gen:
+        return "stale"
+    return "used" if asids.bits(pm.asid) else "free"
+
+
+@pytest.mark.parametrize("strategy", ALL)
+@pytest.mark.parametrize("workload,cpus,threads,procs", [
+    ("touch", 1, 1, 1), ("spin", 4, 4, 1), ("threads", 2, 4, 1), ("storm", 3, 2, 3)])
+def test_frames_and_asids_after_the_run(strategy, workload, cpus, threads, procs):
+    kw = {"budgets": {"max_faults": 1500}} if strategy == "purge-early" else {}
+    res, m, k = go(workload=workload, strategy=strategy, pages=12, cpus=cpus, threads=threads,
+                   procs=procs, **kw)
+    assert res["outcome"]["completed"], res["outcome"]["reason"]
+    assert all(p["zombie"] and not p["killed"] for p in res["processes"])
+    assert_all_returned(m, k)
+    assert not k.ps.live, f"pmaps still live: {k.ps.live}"
+    # each dead pmap's ASID pair is free or from an older generation, except Linux's,
+    # which context.c never frees (it dies at the next rollover)
+    for pr in k.workload:
+        pm = pr.ps_pmap
+        assert pm.pm_destroyed
+        assert asid_state(k, pm) == ("used" if strategy == "linux" else "free") or asid_state(k, pm) == "stale"
+
+
+def window_procs(trace: Trace, op: str, pmap: str):
+    """(cycle, cpu, proc running there) of every `op` KERNEL record on `pmap`, the
+    proc found from the cpu_switchto records before it."""
+    running = {}
+    out = []
+    for cycle, cpu, kind, f in trace.records:
+        if kind is not Ev.KERNEL:
+            continue
+        if f["op"] == "cpu_switchto":
+            running[cpu] = f["to"]
+        elif f["op"] == op and f.get("pmap") == pmap:
+            out.append((cycle, cpu, running.get(cpu)))
+    return out
+
+
+@pytest.mark.parametrize("strategy,where", [("purge", "main"), ("reaper", "reaper"),
+                                            ("purge-naive", "main"), ("legacy-reaper", "reaper")])
+def test_who_tears_down(strategy, where):
+    """purge tears the map down in the exiting (main) thread with the kernel lock
+    released; reaper in the reaper thread (holding it, as kern_exit.c did then)."""
+    t = Trace()
+    res, m, k = go(workload="spin", strategy=strategy, pages=600, cpus=3, threads=3, trace=t)
+    assert res["outcome"]["completed"]
+    pr = k.workload[0]
+    main = pr.ps_mainproc.p_name
+    removes = window_procs(t, "pmap_remove", pr.ps_pmap.pm_name)
+    assert len(removes) >= 4                      # text, heap in 2 chunks, stacks
+    assert {proc for _, _, proc in removes} == {main if where == "main" else "reaper"}
+    starts = [f for _, _, kind, f in t.records if kind is Ev.KERNEL and f["op"] == "teardown"]
+    if where == "main":
+        assert starts[0]["proc"] == main and starts[0]["kernel_lock"] != main
+    else:
+        assert starts[0]["proc"] == "reaper" and starts[0]["kernel_lock"] == "reaper"
+    # and the cycles land where the teardown ran
+    c = res["cycles"]
+    if where == "main":
+        assert c["process_sys"] > c["reaper"]
+    else:
+        assert c["reaper"] > c["process_sys"]
+
+
+def test_other_cpus_run_guest_code_between_teardown_steps():
+    """While one CPU tears an address space down step by step, another CPU keeps
+    executing user instructions (trace: USER quanta between two pmap_remove steps)."""
+    t = Trace()
+    from emu.run import build
+    cfg, m, k = build({"workload": "touch", "strategy": "purge", "pages": 4096, "cpus": 2,
+                       "trace": t}, 3)
+    k.spawn(load("loop", {"ITERS": 400000}))       # a second process, busy in user mode
+    k.run()
+    pm = k.workload[0].ps_pmap.pm_name
+    teardown = [(c, cpu) for c, cpu, kind, f in t.records
+                if kind is Ev.KERNEL and f["op"] == "pmap_remove" and f.get("pmap") == pm]
+    assert len(teardown) >= 8                      # 4096 heap pages in chunks of 512
+    tcpu = teardown[0][1]
+    users = [(c, cpu) for c, cpu, kind, f in t.records if kind is Ev.USER and cpu != tcpu]
+    between = [(a, b) for (a, _), (b, _) in zip(teardown, teardown[1:])
+               if any(a < c < b for c, _ in users)]
+    assert between, "no guest quantum of another CPU between two teardown steps"
+
+
+def test_purge_early_ends_within_budget_with_a_reason():
+    """The sibling that gets the zero page as its user table faults forever; the run
+    ends at the fault budget and says so."""
+    res, m, k = go(workload="threxit", strategy="purge-early", pages=16, cpus=2, threads=4,
+                   budgets={"max_faults": 1000})
+    out = res["outcome"]
+    assert not out["completed"]
+    assert "fault budget exceeded (1000 faults)" in out["reason"]
+    assert "zero page" in out["reason"]
+    assert res["host"]["seconds"] < 60
+
+
+@pytest.mark.parametrize("strategy", ["purge-nowait", "purge-unsafe", "asid-noflush"])
+@pytest.mark.parametrize("workload", ["threads", "spin", "threxit"])
+def test_unsafe_strategies_run_to_completion(strategy, workload):
+    res, m, k = go(workload=workload, strategy=strategy, pages=24, cpus=4, threads=4,
+                   speculate="default")
+    assert res["outcome"]["completed"], res["outcome"]["reason"]
+    assert res["processes"][0]["status"] == 0
+    assert_all_returned(m, k)
+
+
+def test_deterministic_for_a_seed():
+    a = go(workload="threads", strategy="purge", pages=32, cpus=3, threads=4, speculate="default", seed=7)[0]
+    b = go(workload="threads", strategy="purge", pages=32, cpus=3, threads=4, speculate="default", seed=7)[0]
+    a.pop("host"), b.pop("host")
+    assert a == b
+
+
+def test_a_user_strategy_from_a_file(tmp_path):
+    """A strategy defined in the user's own file, registered without touching the kernel."""
+    f = tmp_path / "mine.py"
+    f.write_text(
+        "from pmap_py.strategies.purge import Purge\n"
+        "class Twice(Purge):\n"
+        "    name = 'purge-twice'\n"
+        "    summary = 'purge, then pmap_purge again (a no-op: pm_active is 0)'\n")
+    res, m, k = go(workload="touch", strategy="purge-twice", pages=8, cpus=2, strategy_file=str(f))
+    assert res["outcome"]["completed"] and res["exit_events"]["tlbi"]["ASIDE1IS"] == 4
+    assert "purge-twice" in strategies.names()
