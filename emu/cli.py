@@ -76,7 +76,7 @@ def cmd_walk(args) -> int:
 
 # ---------------------------------------------------------------- armmu list
 def cmd_list(args) -> int:
-    from guest.programs import list_programs
+    from guest.programs import info, list_programs
 
     from .cores import list_presets, load_preset
     print("core presets:")
@@ -86,6 +86,9 @@ def cmd_list(args) -> int:
     print("guest programs:")
     for name, desc in list_programs().items():
         print(f"  {name:<14} {desc}")
+        knobs = " ".join(f"{p.name}={p.default}" for p in info(name).params.values())
+        if knobs:
+            print(f"  {'':<14} knobs: {knobs}")
     return 0
 
 

@@ -204,3 +204,13 @@ def test_bad_programs():
     k = MiniKernel(p)
     assert k.run(max_quanta=5) is None and k.fault is None and k.status is None
     assert k.uc.reg_read(UC_ARM64_REG_PC) == p.symbols["spin"]
+
+
+def test_armmu_list_shows_workloads_and_knobs(capsys):
+    from emu.cli import main
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "  touch          Touch NPAGES heap pages" in out
+    assert "knobs: NPAGES=64 POPULATE=1 MMAP=0" in out
+    assert "knobs: NPAGES=64 NTHREADS=4 THREAD_EXIT=0 MAIN_WAIT=1" in out
+    assert "threads_c" in out and "sparse" in out and "storm" in out and "spin" in out
