@@ -471,12 +471,6 @@ class PmapSystem:
         self._write_desc(cpu, vp3.pa + VP_IDX3(pted.va) * 8, self.pmap_pte_bits(pted))
         cpu.events["pte_writes"] += 1
 
-    def pmap_pte_insert(self, cpu, pted: PteDesc) -> None:
-        _, vp3 = self.pmap_vp_lookup(pted.pted_pmap, pted.va)
-        if vp3 is None:
-            raise AssertionError(f"pmap_pte_insert: no L3 table for {pted.va:#x}")
-        self.pmap_pte_update(cpu, pted, vp3)
-
     def pmap_pte_remove(self, cpu, pted: PteDesc, remove_pted: bool) -> None:
         pm = pted.pted_pmap
         va = pted.va
