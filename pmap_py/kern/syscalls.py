@@ -13,7 +13,8 @@ from typing import Generator
 
 from emu.frames import OutOfFrames
 from emu.physmem import PAGE_SIZE
-from guest.syscalls import TFORK_PARAM_SIZE, Sys
+from guest.syscalls import (MAP_ANON, MAP_FIXED, MAP_FLAGMASK, MAP_POPULATE, TFORK_PARAM_SIZE,
+                            Sys)
 
 from ..pmap import PROT_MASK, PROT_READ, PROT_WRITE, VM_MAXUSER_ADDRESS
 from ..uvm import EAGAIN, EBADF, EFAULT, EINVAL, ENOMEM, ENOSYS
@@ -21,10 +22,7 @@ from . import exit as kexit
 from .proc import EXIT_NORMAL, EXIT_THREAD, PFlag
 from .steps import STEP, YIELD, fork_return
 
-# sys/mman.h
-MAP_SHARED, MAP_PRIVATE, MAP_FIXED, MAP_ANON, MAP_STACK = 0x1, 0x2, 0x10, 0x1000, 0x4000
-MAP_POPULATE = 0x20000        # armmu's own flag (OpenBSD has none): map every page now
-MAP_KNOWN = MAP_SHARED | MAP_PRIVATE | MAP_FIXED | MAP_ANON | MAP_STACK | MAP_POPULATE
+MAP_KNOWN = MAP_FLAGMASK | MAP_POPULATE   # sys/mman.h, plus armmu's populate extension
 WRITE_MAX = 1 << 20           # bytes one write() may copy (armmu's bound)
 NOTDEAD_SIZE = 4              # sizeof(pid_t)
 
