@@ -144,6 +144,7 @@ class RevisionPolicy:
     ap_prot_none: int                   # ap_bits_user/kern[PROT_NONE]
     pm_guarded: bool                    # kernel and tramp pm_guarded = ATTR_GP
     icache_sync: IcacheSync             # first exec mapping of a page (PG_PMAP_EXE clear)
+    page_ro_clears_read: bool           # pmap_page_ro drops PROT_READ when prot lacks it
     deactivate: Deactivate
     has_pmap_purge: bool
     asid_scheme: AsidScheme
@@ -154,7 +155,7 @@ POLICIES: dict[str, RevisionPolicy] = {
         "1.58", "2018/09/12", ttlb_flush_skips_inactive=False, pte_remove_flushes=True,
         enter_flush_unconditional=True, enter_skips_unchanged=False, fixup_needs_pte=True,
         pte_zero_without_access=False, ap_prot_none=AP_PROT_NONE_1_58, pm_guarded=False,
-        icache_sync=IcacheSync.SYNC_RANGE, deactivate=Deactivate.EMPTY, has_pmap_purge=False,
+        icache_sync=IcacheSync.SYNC_RANGE, page_ro_clears_read=False, deactivate=Deactivate.EMPTY, has_pmap_purge=False,
         asid_scheme=AsidScheme.RANDOM_CAS),
     # 1.111 is known from the hunks of the tech@ diff of 13 May 2025 only: it is 1.113
     # without pmap_purge, whose ASID flush sat in the last pmap_deactivate instead.
@@ -162,13 +163,14 @@ POLICIES: dict[str, RevisionPolicy] = {
         "1.111", "2025/02/14", ttlb_flush_skips_inactive=True, pte_remove_flushes=False,
         enter_flush_unconditional=False, enter_skips_unchanged=True, fixup_needs_pte=False,
         pte_zero_without_access=True, ap_prot_none=0, pm_guarded=True,
-        icache_sync=IcacheSync.SYNC_PAGE, deactivate=Deactivate.PARK_FLUSH_LAST,
+        icache_sync=IcacheSync.SYNC_PAGE, page_ro_clears_read=True, deactivate=Deactivate.PARK_FLUSH_LAST,
         has_pmap_purge=False, asid_scheme=AsidScheme.GENERATIONS),
     "1.113": RevisionPolicy(
         "1.113", "2025/07/12", ttlb_flush_skips_inactive=True, pte_remove_flushes=False,
         enter_flush_unconditional=False, enter_skips_unchanged=True, fixup_needs_pte=False,
         pte_zero_without_access=True, ap_prot_none=0, pm_guarded=True,
-        icache_sync=IcacheSync.SYNC_PAGE, deactivate=Deactivate.PARK, has_pmap_purge=True,
+        icache_sync=IcacheSync.SYNC_PAGE, page_ro_clears_read=True, deactivate=Deactivate.PARK,
+        has_pmap_purge=True,
         asid_scheme=AsidScheme.GENERATIONS),
 }
 REVISIONS = tuple(POLICIES)
@@ -726,7 +728,8 @@ class PmapSystem:
 
     def pmap_protect(self, cpu, pm: Pmap, sva: int, eva: int, prot: int) -> None:
         """Reduce rights in [sva, eva) (pmap_page_ro per valid page, one ttlb_flush
-        each); without READ or EXEC this is pmap_remove."""
+        each): WRITE always goes, EXEC unless prot has it, READ unless prot has it (1.58
+        keeps READ); without READ or EXEC this is pmap_remove."""
         if prot & ~PROT_MASK:
             raise PmapError(f"pmap_protect: bad prot {prot:#x}")
         if not prot & (PROT_READ | PROT_EXEC):
@@ -735,7 +738,9 @@ class PmapSystem:
         entries = self._range(pm, sva, eva, "pmap_protect")
         self._trace(cpu, "pmap_protect", pm, sva=sva, eva=eva, prot=prot)
         self._lock(cpu, pm)
-        clear = PROT_WRITE | (0 if prot & PROT_READ else PROT_READ) | (0 if prot & PROT_EXEC else PROT_EXEC)
+        clear = PROT_WRITE | (0 if prot & PROT_EXEC else PROT_EXEC)
+        if self.policy.page_ro_clears_read and not prot & PROT_READ:
+            clear |= PROT_READ
         for vp3, _idx, pted in entries:
             if not pted.valid:
                 continue

@@ -486,3 +486,19 @@ def test_el0_entry_runs_the_cores_bhb_loop():
         assert d == [{"isb": 1, "ttbr_writes": 1}, {}], core
         assert c0.cycles - before == cost.msr_ttbr + cost.isb + k * cost.bhb_loop_iteration, core
         assert c0.events["bhb_loop"] == (1 if k else 0), core
+
+
+def test_pmap_protect_exec_only_drops_read_in_1_113_not_in_1_58():
+    # pmap_page_ro: `pted_va &= ~PROT_WRITE` always; `if ((prot & PROT_EXEC) == 0)` drop
+    # EXEC; 1.113 adds `if ((prot & PROT_READ) == 0)` drop READ, which 1.58 does not have.
+    # Each page: pmap_pte_update + ttlb_flush (2 VAE1IS helpers)
+    for legacy, readable in ((False, False), (True, True)):
+        m, ps = make(legacy=legacy)
+        c0 = m.cpus[0]
+        pm = active(m, ps)
+        ps.pmap_enter(c0, pm, VA, user_frames(m, pm, 1)[0], RWX)
+        _, d = delta(m, ps.pmap_protect, c0, pm, VA, VA + 0x1000, PROT_EXEC)
+        assert d == [times(VAE1IS_HELPER, 2), {}]
+        assert isinstance(xlate(m, pm, VA, Access.FETCH), Translation)
+        assert isinstance(xlate(m, pm, VA, Access.READ), Translation) is readable, legacy
+        assert xlate(m, pm, VA, Access.WRITE).kind is FaultKind.PERMISSION
