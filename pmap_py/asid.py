@@ -129,7 +129,8 @@ class RandomAsidAllocator(AsidBitmap):
     """pmap.c 1.58's allocator: called from pmap_pinit, one random even ASID out of
     NUM_ASID = 65536 claimed with atomic_cas_uint, retried until it sticks. There are no
     generations and no rollover: with every pair taken OpenBSD loops forever, so here a
-    full bitmap (or an implausibly long run of collisions) raises AsidError instead."""
+    full bitmap (or an implausibly long run of collisions) raises AsidError instead.
+    1.58 assumes 16-bit ASIDs whatever the core reports (no ID_AA64MMFR0_EL1 test)."""
 
     NUM_ASID = PMAP_MAX_NASID
     MAX_TRIES = 1 << 20         # P(miss a free pair) < e^-32 while one of 32767 is free
