@@ -1,39 +1,51 @@
-"""The emulator's own speed against raw Unicorn, measured in one run (issue 3).
+"""The emulator's own speed against raw Unicorn, measured in one run (issue 7).
 
-Prints, for the same guest loops:
-  1. guest instructions per second with the model in the loop (fast mode, and
-     instrumented mode) as a ratio to raw Unicorn with no hooks at all, and to raw
-     Unicorn with the same instruction-count quanta (Unicorn's count hook alone);
-  2. the host cost of one TLB miss served by the model (walk + fill, fast mode) as a
-     ratio to a bare fill hook that returns a fixed mapping, with and without the
-     model's capacity evictions;
+Every ratio compares a subject with its baseline timed in the same loop, interleaved
+round by round (baseline, subject, baseline, subject, ...), so that a slow phase of this
+shared machine cannot favour either. Prints, for the same guest loops:
+
+  1. guest instructions per second with the model in the loop (fast mode, instrumented
+     mode) as a ratio to raw Unicorn with no hooks at all, and to raw Unicorn running the
+     same instruction-count quanta (Unicorn's count hook alone);
+  2. the host cost of one TLB miss served by the model (walk + fill, fast mode) as a ratio
+     to a bare fill hook through the binding's hook_add that returns a fixed mapping, at
+     P pages (no capacity evictions) and 4P pages (L2 evictions); and the floors: the same
+     fixed mapping through our own ctypes callback (the least a Python fill hook costs) and
+     QEMU's own TLB refill in C (Unicorn with its MMU off: no hook at all);
   3. the same miss cost in instrumented mode.
 
 Usage: python benchmarks/bench_emulator.py [--iterations K] [--pages P] [--quantum Q]
+                                            [--repeat N] [--json FILE]
 """
 from __future__ import annotations
 
 import argparse
 import gc
+import json
+import mmap
 import os
+import statistics
 import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+import numpy as np
 from unicorn import (UC_ARCH_ARM64, UC_HOOK_INTR, UC_HOOK_TLB_FILL, UC_MODE_ARM, UC_PROT_ALL,
                      UC_TLB_VIRTUAL, Uc)
 from unicorn import arm64_const as A
 
-from emu.cpu import SENTINEL, StopKind
+from emu import unicorn_boundary as ucb
+from emu.cpu import StopKind
 from emu.descriptors import AP_RO_ALL
-from emu.pagetables import UserTables
 from emu.machine import Machine
+from emu.pagetables import UserTables
 from emu.sysregs import SysReg, make_ttbr
 from guest.asm import assemble
 
 CODE = 0x400000
 DATA = 0x1000000
+RAW_SIZE = 64 << 20
 
 LOOP = """
 // TLB-friendly: K iterations over 4 words on one data page
@@ -61,83 +73,97 @@ loop:  str x1, [x0]
 """
 
 
-def build(src: str, npages: int, **kw) -> tuple[Machine, object]:
-    m = Machine(ncpus=1, mem_size=64 << 20, **kw)
-    fr, mem = m.frames, m.mem
-    tables = UserTables(mem, fr, "bench")
-    prog = assemble(src, CODE)
-    code_pa = tables.map(CODE, ap=AP_RO_ALL, uxn=False, pxn=True)
-    m.load_code(code_pa, prog.code)
-    for i in range(npages):
-        tables.map(DATA + i * 0x1000)
-    l1 = tables.l1
-    mem.buf[::4096] = mem.buf[::4096].copy()   # touch every host page now: no host page faults while timing
-    cpu = m.cpus[0]
-    cpu.msr(SysReg.TTBR1_EL1, make_ttbr(0, 5))
-    cpu.msr(SysReg.TTBR0_EL1, make_ttbr(l1))
-    cpu.set_el(0)
-    return m, prog
-
-
-def timed_start() -> float:
-    """Like timeit: collect garbage left by earlier runs, then keep the collector out of the timing."""
+def timed(fn) -> float:
+    """fn's CPU time (this process only: the machine is shared, and a run is single-threaded
+    and never waits, so CPU time is its wall time minus other processes' turns), garbage
+    collected before and the collector held off (as timeit does)."""
     gc.collect()
     gc.disable()
-    return time.perf_counter()
+    try:
+        t0 = time.process_time()
+        fn()
+        return time.process_time() - t0
+    finally:
+        gc.enable()
 
 
-def timed_end(t0: float) -> float:
-    dt = time.perf_counter() - t0
-    gc.enable()
-    return dt
-
-
-def run_model(src: str, npages: int, quantum: int, **kw) -> tuple[float, int, object]:
-    m, prog = build(src, npages, **kw)
+# ---------------------------------------------------------------- subjects: set up, then return the timed part
+def model(src: str, npages: int, quantum: int, **kw):
+    m = Machine(ncpus=1, mem_size=64 << 20, **kw)
+    tables = UserTables(m.mem, m.frames, "bench")
+    prog = assemble(src, CODE)
+    m.load_code(tables.map(CODE, ap=AP_RO_ALL, uxn=False, pxn=True), prog.code)
+    for i in range(npages):
+        tables.map(DATA + i * 0x1000)
+    m.mem.buf[::4096] = m.mem.buf[::4096].copy()   # touch every host page now: no host page faults while timing
     cpu = m.cpus[0]
-    pc = CODE
-    t0 = timed_start()
-    while True:
-        stop = cpu.run(quantum, pc=pc)
-        pc = stop.pc
-        if stop.kind is not StopKind.QUANTUM:
-            break
-    dt = timed_end(t0)
-    assert stop.kind is StopKind.SVC, stop
-    return dt, cpu.insns, cpu
+    cpu.msr(SysReg.TTBR1_EL1, make_ttbr(0, 5))
+    cpu.msr(SysReg.TTBR0_EL1, make_ttbr(tables.l1))
+    cpu.set_el(0)
+
+    def go():
+        pc = CODE
+        while True:
+            stop = cpu.run(quantum, pc=pc)
+            pc = stop.pc
+            if stop.kind is not StopKind.QUANTUM:
+                break
+        assert stop.kind is StopKind.SVC, stop
+    return go
 
 
-def raw_unicorn(src: str, npages: int, quantum: int | None, fill_hook: bool) -> tuple[float, int]:
-    """Raw Unicorn on an identity-like fixed mapping: no model, optional bare fill hook."""
-    import mmap
-
-    import numpy as np
-    size = 64 << 20
-    buf = np.frombuffer(mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS), dtype=np.uint8)
+def raw(src: str, quantum: int | None, fill: str | None):
+    """Raw Unicorn on a fixed mapping (VA = PA inside the buffer), no model. `fill`: None
+    (Unicorn's MMU off: QEMU refills its TLB in C), "binding" (a bare Python fill hook
+    through hook_add) or "ctypes" (the same hook through our own ctypes callback)."""
+    buf = np.frombuffer(mmap.mmap(-1, RAW_SIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS), dtype=np.uint8)
     buf[:] = 0                      # touch every host page now: no host page faults while timing
     prog = assemble(src, CODE)
     buf[CODE:CODE + len(prog.code)] = np.frombuffer(prog.code, dtype=np.uint8)
     uc = Uc(UC_ARCH_ARM64, UC_MODE_ARM)
     uc.ctl_set_page_size(4096)
-    if fill_hook:
+    if fill is not None:
         uc.ctl_set_tlb_mode(UC_TLB_VIRTUAL)
-
-        def fill(uc, va, access, entry, ud):       # fixed mapping: VA = PA inside the buffer
-            entry.paddr = va if va < size else 0
+    if fill == "binding":
+        def bare(uc, va, access, entry, ud):
+            entry.paddr = va if va < RAW_SIZE else 0
             entry.perms = 7
             return True
-        uc.hook_add(UC_HOOK_TLB_FILL, fill)
-    uc.mem_map_ptr(0, size, UC_PROT_ALL, buf.ctypes.data)
+        uc.hook_add(UC_HOOK_TLB_FILL, bare)
+    elif fill == "ctypes":
+        r = ucb.Raw(uc)
+        entry_at = ucb.entry_at
+
+        def bare_c(uch, va, access, entry, ud):
+            e = entry_at(entry)
+            e.paddr = va if va < RAW_SIZE else 0
+            e.perms = 7
+            return True
+        r.add_tlb_fill_hook(bare_c)
+        uc._armmu_raw = r                          # keep the callback alive with uc
+    uc.mem_map_ptr(0, RAW_SIZE, UC_PROT_ALL, buf.ctypes.data)
     done = []
     uc.hook_add(UC_HOOK_INTR, lambda uc, n, ud: (done.append(n), uc.emu_stop()))
     uc.reg_write(A.UC_ARM64_REG_PSTATE, 0)
     uc.reg_write(A.UC_ARM64_REG_CP_REG, (13, 0, 3, 3, 2, 0))   # rebuild hflags: EL0
-    pc = CODE
-    t0 = timed_start()
-    while not done:
-        uc.emu_start(pc, SENTINEL, count=quantum or 0)
-        pc = uc.reg_read(A.UC_ARM64_REG_PC)
-    return timed_end(t0), 0
+
+    def go():
+        pc = CODE
+        while not done:
+            uc.emu_start(pc, ucb.SENTINEL, count=quantum or 0)
+            pc = uc.reg_read(A.UC_ARM64_REG_PC)
+    go.buf = buf                    # the buffer lives as long as the run
+    return go
+
+
+def interleaved(repeat: int, subjects: dict) -> dict[str, list[float]]:
+    """Time each subject once per round, round after round: {name: [seconds per round]}.
+    A subject is a factory: setup (untimed), then the returned function is timed."""
+    times = {name: [] for name in subjects}
+    for _ in range(repeat):
+        for name, make in subjects.items():
+            times[name].append(timed(make()))
+    return times
 
 
 def main(argv=None) -> int:
@@ -145,49 +171,77 @@ def main(argv=None) -> int:
     ap.add_argument("--iterations", type=int, default=2_000_000, help="loop iterations (5 insns each)")
     ap.add_argument("--pages", type=int, default=1000, help="pages touched once each (miss cost); the A72 L2 holds 1024")
     ap.add_argument("--quantum", type=int, default=100_000, help="instructions per emu_start")
-    ap.add_argument("--repeat", type=int, default=5, help="best (throughput) or median (miss cost) of N runs")
+    ap.add_argument("--repeat", type=int, default=7, help="rounds: best (throughput) or median (miss cost) of N")
+    ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON ('-' for stdout)")
     a = ap.parse_args(argv)
-    k, p, q = a.iterations, a.pages, a.quantum
-    best = lambda f: min((f() for _ in range(a.repeat)), key=lambda r: r[0])
+    k, p, q, n = a.iterations, a.pages, a.quantum, a.repeat
+    out: dict = {"iterations": k, "pages": p, "quantum": q, "repeat": n}
+
     loop = LOOP.replace("{k}", str(k))
     insns = 2 + 5 * k + 1
-
-    print(f"# guest loop: {insns} instructions, quantum {q}")
-    t_raw, _ = best(lambda: raw_unicorn(loop, 1, None, False))
-    t_rawq, _ = best(lambda: raw_unicorn(loop, 1, q, False))
-    t_fast, n_fast, _ = best(lambda: run_model(loop, 1, q))
     ki = max(k // 50, 1000)
     loop_i = LOOP.replace("{k}", str(ki))
     insns_i = 2 + 5 * ki + 1
-    t_rawi, _ = best(lambda: raw_unicorn(loop_i, 1, None, False))
-    t_ins, n_ins, _ = best(lambda: run_model(loop_i, 1, q, instrument=True))
-    assert n_fast == insns and n_ins == insns_i, (n_fast, n_ins)
-    mips = lambda n, t: n / t / 1e6
-    print(f"raw unicorn, no hooks, no count      {mips(insns, t_raw):9.1f} M insn/s")
-    print(f"raw unicorn, no hooks, count quanta  {mips(insns, t_rawq):9.1f} M insn/s")
-    print(f"armmu fast mode                      {mips(insns, t_fast):9.1f} M insn/s   "
-          f"ratio to raw {t_raw / t_fast:.3f}   to raw+count {t_rawq / t_fast:.3f}")
-    print(f"armmu instrumented mode              {mips(insns_i, t_ins):9.3f} M insn/s   "
-          f"ratio to raw {(insns_i / t_ins) / (insns_i / t_rawi):.5f}")
+    t = interleaved(n, {
+        "raw": lambda: raw(loop, None, None),
+        "raw_count": lambda: raw(loop, q, None),
+        "fast": lambda: model(loop, 1, q),
+        "raw_small": lambda: raw(loop_i, None, None),
+        "instrumented": lambda: model(loop_i, 1, q, instrument=True),
+    })
+    best = {name: min(v) for name, v in t.items()}
+    mips = lambda count, sec: count / sec / 1e6
+    out["throughput"] = {
+        "raw_mips": mips(insns, best["raw"]), "raw_count_mips": mips(insns, best["raw_count"]),
+        "fast_mips": mips(insns, best["fast"]), "fast_ratio_to_raw": best["raw"] / best["fast"],
+        "fast_ratio_to_raw_count": best["raw_count"] / best["fast"],
+        "instrumented_mips": mips(insns_i, best["instrumented"]),
+        "instrumented_ratio_to_raw": best["raw_small"] / best["instrumented"]}
+    th = out["throughput"]
+    print(f"# guest loop: {insns} instructions, quantum {q}, best of {n} interleaved rounds")
+    print(f"raw unicorn, no hooks, no count      {th['raw_mips']:9.1f} M insn/s")
+    print(f"raw unicorn, no hooks, count quanta  {th['raw_count_mips']:9.1f} M insn/s")
+    print(f"armmu fast mode                      {th['fast_mips']:9.1f} M insn/s   "
+          f"ratio to raw {th['fast_ratio_to_raw']:.3f}   to raw+count {th['fast_ratio_to_raw_count']:.3f}")
+    print(f"armmu instrumented mode              {th['instrumented_mips']:9.3f} M insn/s   "
+          f"ratio to raw {th['instrumented_ratio_to_raw']:.5f}")
 
-    # Cost of one miss = marginal time per page: (T(n pages) - T(16 pages)) / (n - 16), each the
-    # median of --repeat fresh runs, so that emu_start, code translation and setup cancel out.
-    print(f"\n# TLB misses: marginal cost of one store to a new page, {p} pages (no capacity "
-          f"evictions) and {4 * p} pages (L2 evictions, each flushing Unicorn's TLB)")
-    median = lambda f: sorted(f()[0] for _ in range(a.repeat))[a.repeat // 2]
+    # Cost of one miss = marginal time per page: (T(N pages) - T(16 pages)) / (N - 16), each
+    # the median of the rounds, so that emu_start, code translation and setup cancel out.
     small = 16
-
-    def per_miss(npages, fn):
-        t_n = median(lambda: fn(TOUCH.replace("{p}", str(npages)), npages))
-        t_s = median(lambda: fn(TOUCH.replace("{p}", str(small)), small))
-        return (t_n - t_s) / (npages - small) * 1e6
-
+    print(f"\n# TLB misses: marginal cost of one store to a new page, {p} pages (no capacity "
+          f"evictions) and {4 * p} pages (L2 evictions, each flushing Unicorn's TLB); median of {n}")
+    out["miss_us"] = {}
     for npages in (p, 4 * p):
-        bare = per_miss(npages, lambda src, n: raw_unicorn(src, n, q, True))
-        model = per_miss(npages, lambda src, n: run_model(src, n, q))
-        inst = per_miss(npages, lambda src, n: run_model(src, n, q, instrument=True))
-        print(f"{npages:6d} pages: bare fill hook {bare:5.2f} us/miss   model {model:5.2f} us/miss "
-              f"(ratio {model / bare:.2f})   instrumented {inst:5.2f} us/miss (ratio {inst / bare:.2f})")
+        src_n, src_s = TOUCH.replace("{p}", str(npages)), TOUCH.replace("{p}", str(small))
+        subjects = {}
+        for name, make in (("qemu_c", lambda s, pages: raw(s, q, None)),
+                           ("ctypes_hook", lambda s, pages: raw(s, q, "ctypes")),
+                           ("bare_hook", lambda s, pages: raw(s, q, "binding")),
+                           ("model", lambda s, pages: model(s, pages, q)),
+                           ("instrumented", lambda s, pages: model(s, pages, q, instrument=True))):
+            subjects[name] = (lambda mk, s: lambda: mk(s, npages))(make, src_n)
+            subjects[name + "_small"] = (lambda mk, s: lambda: mk(s, small))(make, src_s)
+        t = interleaved(n, subjects)
+        med = {name: statistics.median(v) for name, v in t.items()}
+        per = {name: (med[name] - med[name + "_small"]) / (npages - small) * 1e6
+               for name in ("qemu_c", "ctypes_hook", "bare_hook", "model", "instrumented")}
+        bare = per["bare_hook"]
+        r = {**per, "model_ratio": per["model"] / bare, "instrumented_ratio": per["instrumented"] / bare,
+             "ctypes_hook_ratio": per["ctypes_hook"] / bare, "model_ratio_to_ctypes_hook": per["model"] / per["ctypes_hook"]}
+        out["miss_us"][str(npages)] = r
+        print(f"{npages:6d} pages: QEMU's C refill {per['qemu_c']:5.2f} us   ctypes hook {per['ctypes_hook']:5.2f} us   "
+              f"bare fill hook {bare:5.2f} us/miss")
+        print(f"{'':13} model {per['model']:5.2f} us/miss (ratio {r['model_ratio']:.2f}; "
+              f"{r['model_ratio_to_ctypes_hook']:.2f} x the ctypes hook)   "
+              f"instrumented {per['instrumented']:5.2f} us/miss (ratio {r['instrumented_ratio']:.2f})")
+    if a.json:
+        text = json.dumps(out, indent=2, sort_keys=True)
+        if a.json == "-":
+            print(text)
+        else:
+            with open(a.json, "w") as f:
+                f.write(text + "\n")
     return 0
 
 

@@ -29,7 +29,10 @@ from .sysregs import SCTLR_M, SysReg, openbsd_tcr
 from .tlb import _TAG_BITS, GLOBAL_TAG, SetAssocTLB, TLBHierarchy, TLBIRun, WalkCache
 from .tlbi import DSB_OPTION_SCOPE, Scope, TLBIOp, dsb_option, tlbi_asid, tlbi_va
 from .trace import Ev
-from .walker import FSC_BASE, Access, Fault, FaultKind, Regime, Translation, untagged, walk, walk_l3
+from .descriptors import ATTR_AF, ATTR_nG, OA_MASK
+from .walker import (_LEAF_PERM_BITS as LEAF_PERM_BITS, _WXN_KEY as WXN_KEY, _leaf_perms_cached as leaf_perms_cached,
+                     _perm_memo as perm_memo, FSC_BASE, Access, Fault, FaultKind, Regime, Translation, untagged, walk,
+                     walk_l3)
 
 SENTINEL = ucb.SENTINEL                # emu_start's `until` (see unicorn_boundary)
 SENTINEL_PAGE = ucb.SENTINEL_PAGE
@@ -38,6 +41,8 @@ SENTINEL_PAGE = ucb.SENTINEL_PAGE
 SPECULATION_RATES = {"off": 0.0, "default": 1.0, "aggressive": 20.0}
 
 _X_REGS = [getattr(A, f"UC_ARM64_REG_X{i}") for i in range(29)] + [A.UC_ARM64_REG_X29, A.UC_ARM64_REG_X30]
+
+PAGE_AF = ATTR_AF | 3                  # an L3 page descriptor (bits[1:0] = 11) with the access flag set
 
 # Unicorn CP_REG tuple (crn, crm, op0, op1, op2) of SPSR_EL1: the target of a guest ERET
 _SPSR_EL1 = (4, 0, 3, 0, 0)
@@ -284,7 +289,10 @@ class Cpu:
         walk_and_fill, account = self._walk, self._account
         wc = tlb.walk_cache
         wc_sets, wc_mask, wc_stats = wc.sets, wc.set_mask, wc.stats
-        mem = self.mem
+        q = self.mem.q
+        nwords = len(q)
+        descriptor_read, walk_cache_hit = self._descriptor_read, self._walk_cache_hit
+        recent = self.recent
         tag_bits, global_tag = _TAG_BITS, GLOBAL_TAG
         PERMISSION = FaultKind.PERMISSION
 
@@ -300,10 +308,11 @@ class Cpu:
             for shift in l1.shifts:
                 vpn = va >> shift
                 s = sets[vpn & mask]
-                k = ((vpn << 6 | shift) << tag_bits) | asid
+                key = (vpn << 6 | shift) << tag_bits
+                k = key | asid
                 e = s.get(k)
                 if e is None:
-                    k = ((vpn << 6 | shift) << tag_bits) | global_tag
+                    k = key | global_tag
                     e = s.get(k)
                 if e is not None:
                     if l1.lru:
@@ -322,10 +331,11 @@ class Cpu:
                 for shift in l2.shifts:
                     vpn = va >> shift
                     s = sets[vpn & mask]
-                    k = ((vpn << 6 | shift) << tag_bits) | asid
+                    key = (vpn << 6 | shift) << tag_bits
+                    k = key | asid
                     e = s.get(k)
                     if e is None:
-                        k = ((vpn << 6 | shift) << tag_bits) | global_tag
+                        k = key | global_tag
                         e = s.get(k)
                     if e is not None:
                         if l2.lru:
@@ -350,14 +360,45 @@ class Cpu:
                         s = wc_sets[vpn & wc_mask]
                         k = ((vpn << 6 | 3) << tag_bits) | asid
                         we = s.get(k)
-                    if we is None:
-                        e = walk_and_fill(va, acc == 2)        # EPD, a cold or shallower walk
-                    else:
+                    if we is not None:
                         if wc.lru:
                             del s[k]
                             s[k] = we
                         wc_stats.hits += 1
-                        e = account(va, walk_l3(mem, regime, va, we.table_pa, we.tattrs), True, acc == 2)
+                        # NOTE: inlined from walker.walk_l3 for speed: a valid page with AF set
+                        dpa = we.table_pa + ((va >> 9) & 0xFF8)
+                        desc = q[dpa >> 3] if dpa >> 3 < nwords else 0
+                        oa = desc & OA_MASK
+                        if desc & PAGE_AF == PAGE_AF and not oa >> regime.pa_bits:
+                            pkey = (desc & LEAF_PERM_BITS) | we.tattrs | (WXN_KEY if regime.wxn else 0)
+                            perms = perm_memo.get(pkey)
+                            if perms is None:
+                                perms = leaf_perms_cached(desc, we.tattrs, regime.wxn)
+                            ng = bool(desc & ATTR_nG)
+                            e = Translation(va, va & ~0xFFF, oa, 3, 4096, perms, ng, asid if ng else None, desc,
+                                            dpa, [(dpa, desc, 3)], [])
+                            # NOTE: inlined from Cpu._account for speed (a demand walk of one read)
+                            cpu.walks += 1
+                            cpu.walk_reads += 1
+                            cpu.cycles += descriptor_read + walk_cache_hit
+                            if machine.walk_observers:
+                                for fn in machine.walk_observers:
+                                    fn(cpu, va, e, False)
+                            e.fill_cycle = cpu.cycles
+                            l2.insert(e, va)
+                            l1.insert(e, va)
+                            recent[cpu._recent_i & 15] = va
+                            cpu._recent_i += 1
+                            trace = machine.trace
+                            if trace is not None:
+                                trace.add(cpu.cycles, cpu.index, Ev.FILL, va=e.va_base, pa=oa, size=4096,
+                                          asid=asid if ng else "global", level=3)
+                            if tlb.lost:
+                                cpu._uc_flush()
+                        else:                                  # a fault, or no memory behind the table
+                            e = account(va, walk_l3(cpu.mem, regime, va, we.table_pa, we.tattrs), True, acc == 2)
+                    else:
+                        e = walk_and_fill(va, acc == 2)        # EPD, a cold or shallower walk
                     if e.__class__ is Fault:
                         e.access, e.el = Access(acc), el
                         return e
@@ -446,41 +487,39 @@ class Cpu:
         last_entry = [0, None]                 # Unicorn passes the same stack slot: one object for it
 
         def fill(uch, va: int, access: int, entry: int, ud) -> bool:
+            # called by Unicorn through ctypes: nothing may escape (ucb.hook_failed re-raises it later)
             try:
-                return fill_entry(va, access, entry)
-            except BaseException as exc:        # noqa: BLE001 - re-raised by Cpu.run
+                if va == sentinel_page:
+                    # Unicorn's probe at the end of every run (or a guest fetch in the hole, which
+                    # Cpu.run recognises by the PC): not a translation the model is asked for
+                    cpu._probed = True
+                    return False
+                acc = access - 16                   # UC_MEM_READ/WRITE/FETCH -> 0/1/2
+                el = cpu.el
+                if acc == 2 and instrument:
+                    # this lookup stands for the next instruction's fetch: its code hook skips its own
+                    cpu._fetch_looked_up = va
+                e = translate(va, acc, el)
+                if e.__class__ is Fault:
+                    cpu._fault = e
+                    cpu.faults += 1
+                    return False
+                paddr = e.pa_base | (va & (e.size - 1))
+                if entry != last_entry[0]:
+                    last_entry[0], last_entry[1] = entry, entry_at(entry)
+                ent = last_entry[1]
+                ent.paddr = paddr
+                perms = e.perms >> 3 if el == 0 else e.perms
+                if acc == 2:
+                    ent.perms = perms & 4
+                    if code_pa.get(va & ~0xFFF) != paddr & ~0xFFF:
+                        code_fetch(va, paddr)
+                else:
+                    ent.perms = perms & 3
+                return True
+            except BaseException as exc:            # noqa: BLE001
                 ucb.hook_failed(cpu.uc, exc)
                 return False
-
-        def fill_entry(va: int, access: int, entry: int) -> bool:
-            if va == sentinel_page:
-                # Unicorn's probe at the end of every run (or a guest fetch in the hole, which
-                # Cpu.run recognises by the PC): not a translation the model is asked for
-                cpu._probed = True
-                return False
-            acc = access - 16                   # UC_MEM_READ/WRITE/FETCH -> 0/1/2
-            el = cpu.el
-            if acc == 2 and instrument:
-                # this lookup stands for the next instruction's fetch: its code hook skips its own
-                cpu._fetch_looked_up = va
-            e = translate(va, acc, el)
-            if e.__class__ is Fault:
-                cpu._fault = e
-                cpu.faults += 1
-                return False
-            paddr = e.pa_base | (va & (e.size - 1))
-            if entry != last_entry[0]:
-                last_entry[0], last_entry[1] = entry, entry_at(entry)
-            ent = last_entry[1]
-            ent.paddr = paddr
-            perms = e.perms >> 3 if el == 0 else e.perms
-            if acc == 2:
-                ent.perms = perms & 4
-                if code_pa.get(va & ~0xFFF) != paddr & ~0xFFF:
-                    code_fetch(va, paddr)
-            else:
-                ent.perms = perms & 3
-            return True
 
         return fill
 

@@ -113,22 +113,12 @@ class Raw:
         uclib.uc_emu_stop(self.uch)
 
     def add_tlb_fill_hook(self, fill) -> int:
-        """Register fill(va, access, entry_address) -> bool as UC_HOOK_TLB_FILL through our own
-        ctypes callback. `access` is UC_MEM_READ/WRITE/FETCH; the hook writes paddr and perms
-        at entry_address (see entry_at). An exception raised by `fill` stops the emulation
-        and is re-raised by the caller of emu_start, as the binding does for its hooks."""
-        uc = self.uc
-
-        def cb(uch, va, access, entry, ud):
-            try:
-                return fill(va, access, entry)
-            except BaseException as e:      # noqa: BLE001 - stored and re-raised after emu_start
-                if uc._hook_exception is None:
-                    uc._hook_exception = e
-                uclib.uc_emu_stop(uch)
-                return False
-
-        self._fill_cb = TLB_FILL_CFUNC(cb)   # kept alive as long as this object
+        """Register fill(uch, va, access, entry_address, user_data) -> bool as UC_HOOK_TLB_FILL,
+        called by Unicorn through our own ctypes callback with no wrapper in between: `access`
+        is UC_MEM_READ/WRITE/FETCH; the hook writes paddr and perms at entry_address (see
+        entry_at). It must not raise: it catches everything and hands it to hook_failed, so
+        that the caller of emu_start re-raises it (as the binding does for its own hooks)."""
+        self._fill_cb = TLB_FILL_CFUNC(fill)   # kept alive as long as this object
         h = ctypes.c_size_t()
         status = uclib.uc_hook_add(self.uch, ctypes.byref(h), UC_HOOK_TLB_FILL,
                                    ctypes.cast(self._fill_cb, ctypes.c_void_p), None,
@@ -136,6 +126,13 @@ class Raw:
         if status != UC_ERR_OK:
             raise unicorn.UcError(status)
         return h.value
+
+
+def hook_failed(uc, exc: BaseException) -> None:
+    """A hook of ours raised: stop the emulation, keep the first exception for Cpu.run."""
+    if uc._hook_exception is None:
+        uc._hook_exception = exc
+    uclib.uc_emu_stop(uc._uch)
 
 
 def strerror(status: int) -> str:
