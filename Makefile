@@ -15,13 +15,14 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/armmu demo
+	$(VENV)/bin/armmu run --workload threads --cpus 4 --threads 4 --strategy purge
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 tests
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_emulator.py
+	$(PY) benchmarks/bench_tlbi.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

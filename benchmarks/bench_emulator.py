@@ -14,8 +14,7 @@ shared machine cannot favour either. Prints, for the same guest loops:
      QEMU's own TLB refill in C (Unicorn with its MMU off: no hook at all);
   3. the same miss cost in instrumented mode.
 
-Usage: python benchmarks/bench_emulator.py [--iterations K] [--pages P] [--quantum Q]
-                                            [--repeat N] [--json FILE]
+Usage: python benchmarks/bench_emulator.py [--iterations K] [--pages P] [--quantum Q] [--repeat N] [--json]
 """
 from __future__ import annotations
 
@@ -172,8 +171,9 @@ def main(argv=None) -> int:
     ap.add_argument("--pages", type=int, default=1000, help="pages touched once each (miss cost); the A72 L2 holds 1024")
     ap.add_argument("--quantum", type=int, default=100_000, help="instructions per emu_start")
     ap.add_argument("--repeat", type=int, default=7, help="rounds: best (throughput) or median (miss cost) of N")
-    ap.add_argument("--json", metavar="FILE", help="also write the figures as JSON ('-' for stdout)")
+    ap.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     a = ap.parse_args(argv)
+    say = (lambda *args: None) if a.json else print
     k, p, q, n = a.iterations, a.pages, a.quantum, a.repeat
     out: dict = {"iterations": k, "pages": p, "quantum": q, "repeat": n}
 
@@ -198,18 +198,18 @@ def main(argv=None) -> int:
         "instrumented_mips": mips(insns_i, best["instrumented"]),
         "instrumented_ratio_to_raw": best["raw_small"] / best["instrumented"]}
     th = out["throughput"]
-    print(f"# guest loop: {insns} instructions, quantum {q}, best of {n} interleaved rounds")
-    print(f"raw unicorn, no hooks, no count      {th['raw_mips']:9.1f} M insn/s")
-    print(f"raw unicorn, no hooks, count quanta  {th['raw_count_mips']:9.1f} M insn/s")
-    print(f"armmu fast mode                      {th['fast_mips']:9.1f} M insn/s   "
+    say(f"# guest loop: {insns} instructions, quantum {q}, best of {n} interleaved rounds")
+    say(f"raw unicorn, no hooks, no count      {th['raw_mips']:9.1f} M insn/s")
+    say(f"raw unicorn, no hooks, count quanta  {th['raw_count_mips']:9.1f} M insn/s")
+    say(f"armmu fast mode                      {th['fast_mips']:9.1f} M insn/s   "
           f"ratio to raw {th['fast_ratio_to_raw']:.3f}   to raw+count {th['fast_ratio_to_raw_count']:.3f}")
-    print(f"armmu instrumented mode              {th['instrumented_mips']:9.3f} M insn/s   "
+    say(f"armmu instrumented mode              {th['instrumented_mips']:9.3f} M insn/s   "
           f"ratio to raw {th['instrumented_ratio_to_raw']:.5f}")
 
     # Cost of one miss = marginal time per page: (T(N pages) - T(16 pages)) / (N - 16), each
     # the median of the rounds, so that emu_start, code translation and setup cancel out.
     small = 16
-    print(f"\n# TLB misses: marginal cost of one store to a new page, {p} pages (no capacity "
+    say(f"\n# TLB misses: marginal cost of one store to a new page, {p} pages (no capacity "
           f"evictions) and {4 * p} pages (L2 evictions, each flushing Unicorn's TLB); median of {n}")
     out["miss_us"] = {}
     for npages in (p, 4 * p):
@@ -230,18 +230,13 @@ def main(argv=None) -> int:
         r = {**per, "model_ratio": per["model"] / bare, "instrumented_ratio": per["instrumented"] / bare,
              "ctypes_hook_ratio": per["ctypes_hook"] / bare, "model_ratio_to_ctypes_hook": per["model"] / per["ctypes_hook"]}
         out["miss_us"][str(npages)] = r
-        print(f"{npages:6d} pages: QEMU's C refill {per['qemu_c']:5.2f} us   ctypes hook {per['ctypes_hook']:5.2f} us   "
+        say(f"{npages:6d} pages: QEMU's C refill {per['qemu_c']:5.2f} us   ctypes hook {per['ctypes_hook']:5.2f} us   "
               f"bare fill hook {bare:5.2f} us/miss")
-        print(f"{'':13} model {per['model']:5.2f} us/miss (ratio {r['model_ratio']:.2f}; "
+        say(f"{'':13} model {per['model']:5.2f} us/miss (ratio {r['model_ratio']:.2f}; "
               f"{r['model_ratio_to_ctypes_hook']:.2f} x the ctypes hook)   "
               f"instrumented {per['instrumented']:5.2f} us/miss (ratio {r['instrumented_ratio']:.2f})")
     if a.json:
-        text = json.dumps(out, indent=2, sort_keys=True)
-        if a.json == "-":
-            print(text)
-        else:
-            with open(a.json, "w") as f:
-                f.write(text + "\n")
+        print(json.dumps(out, indent=2, sort_keys=True))
     return 0
 
 
