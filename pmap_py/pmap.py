@@ -668,10 +668,9 @@ class PmapSystem:
         self._trace(cpu, "pmap_remove", pm, sva=sva, eva=eva, active=pm.pm_active)
         self._lock(cpu, pm)
         flushes = not (pm.pm_active == 0 and self.policy.ttlb_flush_skips_inactive)
-        if flushes and (not self.batch_flushes or self.machine.trace is not None
-                        or self.machine.core.repeat_tlbi):
-            # one pmap_remove_pted at a time: trace records stamped in OpenBSD's order,
-            # and the erratum's `tlbi; dsb ish; tlbi` (the batch knows one sequence only)
+        if flushes and (not self.batch_flushes or self.machine.core.repeat_tlbi):
+            # one pmap_remove_pted at a time (and the erratum's `tlbi; dsb ish; tlbi`,
+            # which the batch does not know)
             n = 0
             for _vp3, _idx, pted in entries:
                 if pted.wired:
@@ -684,13 +683,17 @@ class PmapSystem:
         return self._remove_batch(cpu, pm, entries, flushes)
 
     def _remove_batch(self, cpu, pm: Pmap, entries, flushes: bool) -> int:
-        """pmap_remove_pted for each valid pted, the TLB flushes of all of them issued
-        as one Cpu.tlbi_flush_batch: the same descriptors, slots, events, cycles and TLB
-        contents as one at a time (nothing else runs during a pmap_remove call).
+        """pmap_remove_pted for each valid pted with the TLB flushes issued through
+        Cpu.tlbi_flush_batch: the same descriptors, slots, events, cycles and TLB contents
+        as one at a time (nothing else runs during a pmap_remove call). Untraced, one
+        batch for the whole call; traced, one per page, so that every record keeps the
+        cycle stamp it has one at a time.
         NOTE: inlined from pmap_remove_pted / pmap_pte_remove / ttlb_flush for speed."""
         u64 = self.mem.u64
         listeners = self.mem.write_listeners
         stats = pm.pm_stats
+        cost, events = cpu.cost, cpu.events
+        traced = self.machine.trace is not None
         user = pm is not self._kernel
         per_page = (2 if self.policy.pte_remove_flushes else 1) if flushes else 0
         ops = []
@@ -707,23 +710,32 @@ class PmapSystem:
                 del vp3.vp[idx]
             u64[(vp3.pa >> 3) + idx] = 0
             touched[vp3.pa] = True
-            if per_page:
-                ops.extend(self.ttlb_flush_ops(pm, pted.pted_va & ~PAGE_MASK) * per_page)
-            if pted.managed:
-                managed += 1
-                pted.managed = False
+            page_ops = self.ttlb_flush_ops(pm, pted.pted_va & ~PAGE_MASK) * per_page if per_page else None
+            if traced:
+                cpu.cycles += cost.descriptor_write
+                events["ptes_cleared"] += 1
+                if page_ops:
+                    cpu.tlbi_flush_batch(page_ops)
+                if pted.managed:
+                    cpu.cycles += cost.lock_acquire         # pmap_remove_pv
+                    events["lock_acquire"] += 1
+            else:
+                if page_ops:
+                    ops.extend(page_ops)
+                managed += pted.managed
+            pted.managed = False
             pted.pted_pte = 0
             pted.pted_va = 0
             n += 1
         for pa in touched:
             for fn in listeners:
                 fn(pa, PAGE_SIZE)
-        cost = cpu.cost
-        cpu.charge(n * cost.descriptor_write + managed * cost.lock_acquire)
-        cpu.events["ptes_cleared"] += n
-        cpu.events["lock_acquire"] += managed
-        if ops:
-            cpu.tlbi_flush_batch(ops)
+        if not traced:
+            cpu.cycles += n * cost.descriptor_write + managed * cost.lock_acquire
+            events["ptes_cleared"] += n
+            events["lock_acquire"] += managed
+            if ops:
+                cpu.tlbi_flush_batch(ops)
         return n
 
     def pmap_protect(self, cpu, pm: Pmap, sva: int, eva: int, prot: int) -> None:

@@ -426,10 +426,10 @@ def test_revisions_are_policy_data():
 
 # ---------------------------------------------------------------- batched flushes
 
-def _teardown_run(revision, batch):
+def _teardown_run(revision, batch, trace=None):
     """4 CPUs with TLB entries of a live pmap (odd ASID at EL0 on cpu0/1, even ASID at EL1
     on cpu2/3) and one TLBI left pending on cpu0; then one pmap_remove of every page."""
-    m, ps = make(revision=revision, ncpus=4, seed=3)
+    m, ps = make(revision=revision, ncpus=4, seed=3, trace=trace)
     ps.batch_flushes = batch
     cpus = m.cpus
     pm = ps.pmap_create(cpus[0])
@@ -449,10 +449,10 @@ def _teardown_run(revision, batch):
     return m, pm, removed, cpus[0].events["tlbi.VAE1IS"] - before
 
 
-@pytest.mark.parametrize("revision", ["1.113", "1.58"])
-def test_batched_teardown_flushes_equal_one_sequence_at_a_time(revision):
-    a = _teardown_run(revision, batch=True)
-    b = _teardown_run(revision, batch=False)
+@pytest.mark.parametrize("revision,trace", [("1.113", None), ("1.58", None), ("1.113", True), ("1.58", True)])
+def test_batched_teardown_flushes_equal_one_sequence_at_a_time(revision, trace):
+    a = _teardown_run(revision, batch=True, trace=trace)
+    b = _teardown_run(revision, batch=False, trace=trace)
     (ma, pma, na, tlbis), (mb, pmb, nb, _) = a, b
     assert na == nb == 40
     # hand count: 40 pages x ttlb_flush (2 VAE1IS helpers), twice per page in 1.58, plus
@@ -463,6 +463,8 @@ def test_batched_teardown_flushes_equal_one_sequence_at_a_time(revision):
         assert ca.events == cb.events and ca.cycles == cb.cycles and ca.pending == cb.pending == []
     assert ma.stats() == mb.stats()
     assert pma.pm_stats == pmb.pm_stats and pma.pm_stats.resident_count == 0
+    if trace:                                       # every record, with its cycle stamp
+        assert ma.trace.records == mb.trace.records and len(ma.trace.records) > 40 * per_page * 5
     # every entry of the dead mappings is gone from every CPU: each lookup walks and faults
     for m in (ma, mb):
         for i, c in enumerate(m.cpus):
