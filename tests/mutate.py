@@ -1,0 +1,171 @@
+"""Mutation run for the TLB and TLB-maintenance model (issue 7, "Tests that would have caught
+them"): each mutant is a set of textual edits of emu/, applied to a temporary copy of the
+repository; the tests that should catch it run there (pytest -x -q); the mutant is killed
+when they fail. Not part of the suite (one pytest run per mutant, a few minutes in all).
+
+An edit whose text is no longer in the source makes the mutant "stale": the code changed
+and the mutant must be rewritten; stale mutants count against the score.
+
+Usage: python tests/mutate.py [--list] [--only NAME ...] [--keep] [--timeout S]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TLB_TESTS = ["tests/emu/test_tlb.py", "tests/emu/test_tlbi.py", "tests/emu/test_tlb_properties.py"]
+CPU_TESTS = ["tests/emu/test_cpu.py", "tests/emu/test_cpu_semantics.py", "tests/emu/test_tlbi.py",
+             "tests/emu/test_tlb_properties.py"]
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    what: str
+    edits: tuple          # ((path, old text, new text), ...): all applied together
+    tests: tuple
+
+
+MUTANTS = [
+    Mutant("va-tlbi-ignores-globals", "VA TLBIs ignoring global entries", (
+        ("emu/tlb.py", "n = self._invalidate_va(va, (asid, GLOBAL_TAG) if scope is _VA else None)",
+         "n = self._invalidate_va(va, (asid,) if scope is _VA else None)"),
+        ("emu/tlb.py", "m = t._invalidate_va(va, (asid, GLOBAL_TAG) if scope is _VA else None)",
+         "m = t._invalidate_va(va, (asid,) if scope is _VA else None)"),
+        ("emu/tlb.py", "                        k = (vpn << 6 | shift) << _TAG_BITS | GLOBAL_TAG\n"
+                       "                        e = s.pop(k, None)\n",
+         "                        k = (vpn << 6 | shift) << _TAG_BITS | GLOBAL_TAG\n"
+         "                        e = None\n"),
+        ("emu/tlb.py", "            yield va, (asid, GLOBAL_TAG)", "            yield va, (asid,)"),
+        ("emu/tlb.py", "            return sid in ids\n", "            return False\n"),
+    ), tuple(TLB_TESTS)),
+    Mutant("asid-always-16-bit", "the TLBI ASID always taken as 16-bit", (
+        ("emu/tlbi.py", "return (xt >> 48) & (0xFFFF if as16 else 0xFF)", "return (xt >> 48) & 0xFFFF"),
+    ), tuple(TLB_TESTS)),
+    Mutant("va-not-sign-extended", "TLBI VAs not sign-extended (kernel TTBR1 VA TLBIs never hit)", (
+        ("emu/tlbi.py", "    if va >> 55 & 1:\n", "    if False:\n"),
+    ), tuple(TLB_TESTS)),
+    Mutant("vae1-drops-asid-walk-cache", "VAE1 dropping the whole ASID's walk cache", (
+        ("emu/tlb.py", "                m = w._invalidate_va(va, (asid,) if scope is _VA else None)",
+         "                m = w._invalidate_asid(asid) if scope is _VA else w._invalidate_va(va, None)"),
+        ("emu/tlb.py", "            n = self._invalidate_va(va, (asid,) if scope is _VA else None)",
+         "            n = self._invalidate_asid(asid) if scope is _VA else self._invalidate_va(va, None)"),
+    ), tuple(TLB_TESTS)),
+    Mutant("walk-cache-ignores-asid", "the walk cache ignoring the ASID", (
+        ("emu/tlb.py", "            k = ((vpn << 6 | level) << _TAG_BITS) | asid\n            e = s.get(k)\n",
+         "            k = next((x for x in s if x >> _TAG_BITS == vpn << 6 | level), None)\n            e = s.get(k)\n"),
+        ("emu/cpu.py", "                        k = ((vpn << 6 | 3) << tag_bits) | asid\n                        we = s.get(k)\n",
+         "                        k = next((x for x in s if x >> tag_bits == vpn << 6 | 3), None)\n"
+         "                        we = s.get(k)\n"),
+    ), tuple(CPU_TESTS)),
+    Mutant("pending-not-completed-at-quantum-end", "pending TLBIs not completed at quantum end", (
+        ("emu/cpu.py", "        if self.pending:\n            self.complete_tlbis()",
+         "        if False:\n            self.complete_tlbis()"),
+    ), tuple(CPU_TESTS)),
+    Mutant("no-epd-check-on-walk-cache-resume", "no EPD check on walks resumed from the walk cache", (
+        ("emu/cpu.py", "                    if not regime.epd[(va >> 55) & 1]:\n",
+         "                    if True:\n"),
+        ("emu/cpu.py", "        if regime.epd[sel]:\n            return Fault(FaultKind.TRANSLATION, 0, va)",
+         "        if False:\n            return Fault(FaultKind.TRANSLATION, 0, va)"),
+    ), tuple(CPU_TESTS)),
+    Mutant("msr-does-not-flush-unicorn", "MSR not flushing Unicorn", (
+        ("emu/cpu.py", "            self.uc.reg_write(A.UC_ARM64_REG_CP_REG, reg.cp_reg + (value,))\n        self._uc_flush()\n",
+         "            self.uc.reg_write(A.UC_ARM64_REG_CP_REG, reg.cp_reg + (value,))\n"),
+    ), tuple(CPU_TESTS)),
+]
+
+
+def copy_tree(dst: Path) -> None:
+    shutil.copytree(ROOT, dst, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "__pycache__", "*.egg-info", ".pytest_cache", ".hypothesis", "build", "dist"))
+
+
+def run_tests(tree: Path, tests, timeout: float) -> tuple[bool, str]:
+    """(passed, last line of pytest's output). The copy is imported, not the installed tree:
+    `python -m pytest` puts the copy's root first on sys.path."""
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+    try:
+        p = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
+                           cwd=tree, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False, f"timed out after {timeout:.0f} s"
+    lines = [l for l in p.stdout.splitlines() if l.strip()]
+    failed = [l.split()[1] for l in lines if l.startswith(("FAILED ", "ERROR "))]
+    last = lines[-1] if lines else " ".join(p.stderr.strip().splitlines()[-1:])
+    return p.returncode == 0, f"{last}  {failed[0]}" if failed else last
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--list", action="store_true", help="list the mutants and exit")
+    ap.add_argument("--only", nargs="+", metavar="NAME", help="run only these mutants")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary copy")
+    ap.add_argument("--timeout", type=float, default=600, help="seconds per pytest run")
+    a = ap.parse_args(argv)
+    if a.list:
+        for m in MUTANTS:
+            print(f"{m.name:40s} {m.what}")
+        return 0
+    chosen = MUTANTS if not a.only else [m for m in MUTANTS if m.name in a.only]
+    unknown = set(a.only or ()) - {m.name for m in MUTANTS}
+    if unknown:
+        print(f"mutate: unknown mutant(s): {', '.join(sorted(unknown))} (see --list)", file=sys.stderr)
+        return 2
+    tmp = Path(tempfile.mkdtemp(prefix="armmu-mutate-"))
+    tree = tmp / "armmu"
+    copy_tree(tree)
+    try:
+        where = subprocess.run([sys.executable, "-c", "import emu.tlb; print(emu.tlb.__file__)"], cwd=tree,
+                               capture_output=True, text=True).stdout.strip()
+        if not where.startswith(str(tree)):
+            print(f"mutate: the copy is not what gets imported ({where})", file=sys.stderr)
+            return 2
+        all_tests = sorted({t for m in chosen for t in m.tests})
+        ok, line = run_tests(tree, all_tests, a.timeout)
+        if not ok:
+            print(f"mutate: the unmutated tests fail ({line}); fix them first", file=sys.stderr)
+            return 2
+        killed = 0
+        results = []
+        for m in chosen:
+            originals = {}
+            stale = None
+            for path, old, new in m.edits:
+                f = tree / path
+                text = originals.get(path) or f.read_text()
+                originals.setdefault(path, text)
+                cur = f.read_text()
+                if cur.count(old) != 1:
+                    stale = f"{path}: edit text found {cur.count(old)} times"
+                    break
+                f.write_text(cur.replace(old, new))
+            t0 = time.time()
+            if stale:
+                verdict, line = "STALE", stale
+            else:
+                passed, line = run_tests(tree, m.tests, a.timeout)
+                verdict = "survived" if passed else "killed"
+                killed += not passed
+            for path, text in originals.items():
+                (tree / path).write_text(text)
+            results.append(m.name)
+            print(f"{verdict:9s} {m.name:40s} {time.time() - t0:5.1f} s  {line}", flush=True)
+        print(f"mutation score: {killed}/{len(chosen)} killed")
+        return 0 if killed == len(chosen) else 1
+    finally:
+        if a.keep:
+            print(f"copy kept in {tree}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
