@@ -126,7 +126,7 @@ def build(config: dict, seed: int = 0):
     for key in ("quantum", "slice_cycles"):
         if cfg.get(key):
             setattr(kc, key, int(cfg[key]))
-    kc.max_faults = 4 * cfg["procs"] * (cfg["pages"] + 64) + 10_000
+    kc.max_faults = 4 * cfg["procs"] * (cfg["pages"] + 64) + 2_000
     for key, v in (cfg.get("budgets") or {}).items():
         setattr(kc, key, int(v))
     k = Kernel(m, ps, strategy, kc)

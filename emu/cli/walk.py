@@ -1,29 +1,13 @@
-"""The `armmu` command.
-
-Exit codes: 0 ran clean, 1 violations found, 2 bad input (one line on stderr, no traceback).
-"""
+"""`armmu walk`: one VA through OpenBSD-style user tables, every descriptor read."""
 from __future__ import annotations
 
-import argparse
-import sys
-
-from .descriptors import AP_RO_ALL, AP_RW_ALL, describe, level_index
-from .frames import FrameAllocator
-from .pagetables import UserTables
-from .physmem import PhysMem, PhysMemError
-from .sysregs import make_ttbr, openbsd_tcr
-from .walker import Access, Fault, Regime, check_access, perms_str, walk
-
-
-class BadInput(Exception):
-    """Bad user input: reported as one line on stderr with exit code 2."""
-
-
-def parse_int(text: str, what: str) -> int:
-    try:
-        return int(text.replace("_", ""), 0)
-    except ValueError:
-        raise BadInput(f"{what}: {text!r} is not a number (use decimal or 0x hex)") from None
+from ..descriptors import AP_RO_ALL, AP_RW_ALL, describe, level_index
+from ..frames import FrameAllocator
+from ..pagetables import UserTables
+from ..physmem import PhysMem
+from ..sysregs import make_ttbr, openbsd_tcr
+from ..walker import Access, Fault, Regime, check_access, perms_str, walk
+from .common import BadInput, parse_int
 
 
 def parse_mapping(spec: str) -> tuple[int, str]:
@@ -40,7 +24,6 @@ def parse_mapping(spec: str) -> tuple[int, str]:
     return va, prot
 
 
-# ---------------------------------------------------------------- armmu walk
 def cmd_walk(args) -> int:
     """Build OpenBSD-style user tables (T0SZ=25, L1 -> L2 -> L3) and show one walk."""
     va = parse_int(args.va, "VA")
@@ -74,28 +57,11 @@ def cmd_walk(args) -> int:
     return 0
 
 
-# ---------------------------------------------------------------- armmu list
-def cmd_list(args) -> int:
-    from guest.programs import info, list_programs
-
-    from .cores import list_presets, load_preset
-    print("core presets:")
-    for name in list_presets():
-        p = load_preset(name)
-        print(f"  {name:<14} {p.description}")
-    print("guest programs:")
-    for name, desc in list_programs().items():
-        print(f"  {name:<14} {desc}")
-        knobs = " ".join(f"{p.name}={p.default}" for p in info(name).params.values())
-        if knobs:
-            print(f"  {'':<14} knobs: {knobs}")
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="armmu", description="ARMv8-A MMU emulator for address-space teardown")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    w = sub.add_parser("walk", help="translate one VA through OpenBSD-style user tables and print the walk")
+def add_parser(sub) -> None:
+    w = sub.add_parser("walk", help="translate one VA through OpenBSD-style user tables and print the walk",
+                       description="Translate one VA through OpenBSD-style user tables and print every "
+                                   "descriptor read. Example: armmu walk 0x1000123 --map 0x1000000:rw "
+                                   "--access write --el 0")
     w.add_argument("va", help="virtual address (0x hex)")
     w.add_argument("--map", action="append", default=[], metavar="VA:PROT",
                    help="map a user page (PROT r, rw, rx, rwx); default: the VA's page rw")
@@ -103,25 +69,3 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--el", type=int, choices=[0, 1], default=0)
     w.add_argument("--asid", default="5", help="ASID in TTBR1 (TCR.A1=1)")
     w.set_defaults(func=cmd_walk)
-    li = sub.add_parser("list", help="core presets and guest programs")
-    li.set_defaults(func=cmd_list)
-    from .demo import add_demo_parser
-    add_demo_parser(sub)
-    return ap
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = build_parser()
-    args = ap.parse_args(argv)
-    try:
-        return args.func(args)
-    except (BadInput, PhysMemError, ValueError) as e:
-        print(f"armmu: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("armmu: interrupted", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
