@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -422,3 +424,26 @@ def test_switch_override_keeps_provenance(tmp_path):
     u = load_preset(p)
     assert u.repeat_tlbi and u.ci_flush_bp == "cpu_flush_bp_psci"
     assert "no source given" in u.sources["core.repeat_tlbi"]
+
+
+@pytest.mark.parametrize("body,needle", [
+    ("[cost]\nisb = -3\n", "cost.isb is negative"),
+    ("[cost]\nisb = \"fast\"\n", "cost.isb must be an integer"),
+    ("[cost]\nisbb = 3\n", "unknown key(s): cost.isbb"),
+    ("[core]\nrepeat_tlbi = \"yes\"\n", "core.repeat_tlbi must be true or false"),
+])
+def test_cli_bad_preset_is_one_line_and_exit_2(tmp_path, body, needle):
+    p = write(tmp_path, 'inherit = "cortex-a72"\n' + body, "bad.toml")
+    r = subprocess.run([sys.executable, "-m", "emu.cli", "run", "--core", str(p)],
+                       capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
+
+
+def test_cli_missing_cost_is_one_line_and_exit_2(tmp_path):
+    src = Path(load_preset("cortex-a72").path).read_text().replace("dsb_idle = 15\n", "")
+    p = write(tmp_path, src, "nodsb.toml")
+    r = subprocess.run([sys.executable, "-m", "emu.cli", "run", "--core", str(p)],
+                       capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert r.returncode == 2 and r.stdout == "" and r.stderr.count("\n") == 1
+    assert "missing key(s): cost.dsb_idle" in r.stderr
