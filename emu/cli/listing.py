@@ -3,7 +3,7 @@ from __future__ import annotations
 
 
 def cmd_list(args) -> int:
-    from guest.programs import list_programs
+    from guest.programs import info, list_programs
     from pmap_py import strategies
 
     from ..cores import list_presets, load_preset
@@ -20,6 +20,9 @@ def cmd_list(args) -> int:
     print("guest programs:")
     for name, desc in list_programs().items():
         print(f"  {name:<14} {desc}")
+        knobs = " ".join(f"{p.name}={p.default}" for p in info(name).params.values())
+        if knobs:
+            print(f"  {'':<14} knobs: {knobs}")
     return 0
 
 
