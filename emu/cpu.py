@@ -293,7 +293,7 @@ class Cpu:
         nwords = len(q)
         descriptor_read, walk_cache_hit = self._descriptor_read, self._walk_cache_hit
         recent = self.recent
-        tag_bits, global_tag = _TAG_BITS, GLOBAL_TAG
+        tag_bits, global_tag, tag_mask = _TAG_BITS, GLOBAL_TAG, (1 << _TAG_BITS) - 1
         PERMISSION = FaultKind.PERMISSION
 
         def translate(va: int, acc: int, el: int) -> Translation | Fault:
@@ -385,8 +385,42 @@ class Cpu:
                                 for fn in machine.walk_observers:
                                     fn(cpu, va, e, False)
                             e.fill_cycle = cpu.cycles
-                            l2.insert(e, va)
-                            l1.insert(e, va)
+                            # NOTE: inlined from SetAssocTLB.insert for speed: a 4 KB Translation
+                            # whose key both lookups above just missed, into L2 and then L1
+                            tag = asid if ng else global_tag
+                            vpn = va >> 12
+                            k = ((vpn << 6 | 12) << tag_bits) | tag
+                            for t in (l2, l1):
+                                s = t.sets[vpn & t.set_mask]
+                                counted = False             # a same-size eviction keeps shift_count
+                                if len(s) >= t.ways:
+                                    evk = next(iter(s)) if t.lru else list(s)[t.rng.randrange(len(s))]
+                                    ev = s.pop(evk)
+                                    t.stats.evictions += 1
+                                    if (evk >> tag_bits) & 63 == 12 and ev.__class__ is Translation:
+                                        evtag = evk & tag_mask
+                                        d = t.by_tag[evtag]
+                                        del d[evk]
+                                        if not d:
+                                            del t.by_tag[evtag]
+                                        ev.refs -= 1
+                                        if ev.refs == 0 and t.on_remove is not None:
+                                            t.on_remove(ev)
+                                        counted = True
+                                    else:
+                                        t._dropped(evk, ev)
+                                s[k] = e
+                                e.refs += 1
+                                t.stats.inserts += 1
+                                d = t.by_tag.get(tag)
+                                if d is None:
+                                    d = t.by_tag[tag] = {}
+                                d[k] = e
+                                if not counted:
+                                    n = t.shift_count[12]
+                                    t.shift_count[12] = n + 1
+                                    if n == 0:
+                                        t._update_shifts()
                             recent[cpu._recent_i & 15] = va
                             cpu._recent_i += 1
                             trace = machine.trace
