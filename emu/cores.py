@@ -88,8 +88,8 @@ COST_DOC: dict[str, str] = {
     "tlbi_vmalle1is_extra": "extra issue cost of TLBI VMALLE1IS over other broadcast TLBIs",
     "flush_bp_psci": "cpu_flush_bp_psci: the firmware call (SMC, SMCCC_ARCH_WORKAROUND_1) "
                      "pmap_setttb makes on every context switch on cores without CSV2",
-    "icache_sync_page": "cpu_icache_sync_range over one 4 KB page (DC CVAU + IC IVAU per "
-                        "line, DSB, ISB) when a page is first mapped executable",
+    "icache_sync_page": "cpu_icache_sync_range over one 4 KB page (DC CVAU, DSB ISH, IC IVAU, "
+                        "DSB ISH per line, then ISB) when a page is first mapped executable",
     "bhb_loop_iteration": "one iteration of trampoline.S's Spectre-BHB branch loop, run on "
                           "every exception entry from EL0 (core.bhb_loop iterations)",
 }

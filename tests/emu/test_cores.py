@@ -394,7 +394,7 @@ def test_cost_of_the_wrong_type(tmp_path, value):
 
 
 def test_missing_cost_alone_is_named(tmp_path):
-    src = Path(load_preset("cortex-a76").path).read_text().replace("icache_sync_page = 400\n", "")
+    src = Path(load_preset("cortex-a76").path).read_text().replace("icache_sync_page = 2444\n", "")
     msg = bad(tmp_path, src, "missing key(s): cost.icache_sync_page")
     assert "cost.flush_bp_psci" not in msg
 
