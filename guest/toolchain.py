@@ -102,7 +102,7 @@ def run(argv: list[str], what: str, cwd: Path, cache_dir: Path, names: dict[str,
 _LOC_RE = re.compile(r"^(?P<file>[^\s:][^:]*):(?P<line>\d+):(?:\d+:)? (?P<kind>fatal error|error|warning|note): "
                      r"(?P<msg>.*)$")
 _LLD_RE = re.compile(r"^ld\.lld: error: (?P<msg>.*)$")
-_REF_RE = re.compile(r"^>>> referenced by [^:\s]+:(?P<line>\d+) \((?P<file>.+):\d+\)")
+_REF_RE = re.compile(r"^>>> referenced by (?P<short>[^:\s]+):(?P<line>\d+)(?: \((?P<file>.+):\d+\))?")
 _MARKER_RE = re.compile(r'^# (\d+) "([^"]+)"')
 _NOLIBC = "guests are freestanding, there is no libc: include <armmu.h> for the system calls"
 _LIBC_HEADERS = re.compile(r"'(stdio|stdlib|string|unistd|pthread|sys/\w+|fcntl|errno|signal|time|math)\.h' "
@@ -156,7 +156,11 @@ def diagnostic(text: str, what: str, rc: int, names: dict[str, str]) -> GuestBui
             for later in lines[i + 1:i + 4]:
                 r = _REF_RE.match(later)
                 if r:
-                    return GuestBuildError(_display(r.group("file")), msg, int(r.group("line")))
+                    # lld names the file as the debug info does: relative to the source's
+                    # directory unless it differs from the compilation directory
+                    file = r.group("file") or next((p for p in names if Path(p).name == r.group("short")),
+                                                   r.group("short"))
+                    return GuestBuildError(_display(file), msg, int(r.group("line")))
             return GuestBuildError(what, msg)
     if "File size limit exceeded" in text:
         return GuestBuildError(what, f"the output grew past {MAX_OUTPUT >> 20} MiB (a huge .space or .fill?)")
