@@ -135,11 +135,10 @@ def build(config: dict, seed: int = 0):
     if _checker_factory is not None:
         m.checker = _checker_factory(m, k)
     for _ in range(cfg["procs"]):
+        heap = prog.layout.get("heap")
+        more = (("heap+", heap.end, extra, heap.prot),) if extra else ()
         try:
-            pr = k.spawn(prog, populate)
-            if extra:
-                heap = prog.layout["heap"]
-                k.extend(pr, "heap+", heap.end, extra, heap.prot)
+            k.spawn(prog, populate, extra=more)
         except MemoryError as e:
             raise RunError(f"{e} (mem_mb too small for pages = {cfg['pages']})") from None
     return cfg, m, k

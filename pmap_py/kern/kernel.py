@@ -152,7 +152,8 @@ class Kernel:
         self.setrunnable(p, 0)
         return p
 
-    def spawn(self, prog, populate: dict[str, bool] | None = None, name: str | None = None) -> Process:
+    def spawn(self, prog, populate: dict[str, bool] | None = None, name: str | None = None,
+              extra: tuple = ()) -> Process:
         """fork + exec of a guest program by the shell (not simulated step by step):
         a new process with a fresh vmspace holding prog's segments (populated) and
         regions (populated as declared, or as `populate[region]` says), a main thread
@@ -171,6 +172,8 @@ class Kernel:
         for region in prog.regions:
             self._map(pr, vm, region.start, region.size, region.prot, region.name,
                       populate.get(region.name, region.populate))
+        for rname, start, npages, prot in extra:        # more populated pages than the image declares
+            self._map(pr, vm, start, npages * uvm_mod.PAGE_SIZE, prot, rname, True)
         p = self._new_proc(pr, f"{pr.ps_comm}/{pr.ps_pid}", PFlag.P_NONE, main=True)
         p.p_uarea = self.uvm.uvm_uarea_alloc(cpu)
         self.ps.pmap_activate(cpu, vm.pmap, curproc=False)          # cpu_fork
@@ -185,11 +188,6 @@ class Kernel:
         if va < 0:
             raise MemoryError(f"cannot map {name} of {pr}: "
                               f"{'out of memory' if va == -uvm_mod.ENOMEM else 'bad region'}")
-
-    def extend(self, pr: Process, name: str, start: int, npages: int, prot: int) -> None:
-        """Map `npages` more populated pages at `start` (a bigger address space than the
-        guest touches, for scale runs)."""
-        self._map(pr, pr.ps_vmspace, start, npages * uvm_mod.PAGE_SIZE, prot, name, True)
 
     # ------------------------------------------------------------------ helpers
     def curcpu(self, p: Proc):
