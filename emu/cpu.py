@@ -17,8 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from enum import Enum
 
-from unicorn import (UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR, UC_HOOK_MEM_UNMAPPED, UC_HOOK_MEM_WRITE,
-                     UC_MEM_FETCH_UNMAPPED, UC_MEM_READ_UNMAPPED, UC_PROT_ALL, UC_TLB_VIRTUAL, Uc)
+from unicorn import UC_HOOK_CODE, UC_HOOK_INSN, UC_HOOK_INTR, UC_HOOK_MEM_WRITE, UC_PROT_ALL, UC_TLB_VIRTUAL, Uc
 import numpy as np
 from capstone import CS_ARCH_ARM64, CS_MODE_ARM, Cs
 from unicorn import UC_ARCH_ARM64, UC_MODE_ARM
@@ -202,7 +201,7 @@ class Cpu:
         self._fetch_looked_up: int | None = None
         self._intr: int | None = None
         self._probed = False                 # Unicorn probed the sentinel page in this run
-        self._bus_error: tuple[int, int] | None = None   # (UC_MEM_*_UNMAPPED, PA) in this run
+        self._bus_error: tuple[int, int] | None = None   # (access 0/1/2, PA) of a bus error in this run
         self._redecode = False               # this CPU wrote its code: decode its frames again
         # code frames: VA page -> frame of this CPU's last fetch fill there, so that a hooked
         # address is decoded from the word actually executed (not from a VA of another program)
@@ -222,7 +221,6 @@ class Cpu:
         self._counter = self._raw.counter
         self._raw.add_tlb_fill_hook(self._build_fill_hook())
         uc.hook_add(UC_HOOK_INTR, self._intr_hook)
-        uc.hook_add(UC_HOOK_MEM_UNMAPPED, self._unmapped_hook)
         uc.hook_add(UC_HOOK_INSN, self._sys_hook, None, 1, 0, A.UC_ARM64_INS_SYS)
         uc.hook_add(UC_HOOK_INSN, self._msr_hook, None, 1, 0, A.UC_ARM64_INS_MSR)
         if self.instrument:
@@ -518,6 +516,7 @@ class Cpu:
         code_fetch = self._code_fetch
         entry_at = ucb.entry_at
         sentinel_page = SENTINEL_PAGE
+        mem_size = self.mem.size
         last_entry = [0, None]                 # Unicorn passes the same stack slot: one object for it
 
         def fill(uch, va: int, access: int, entry: int, ud) -> bool:
@@ -539,6 +538,12 @@ class Cpu:
                     cpu.faults += 1
                     return False
                 paddr = e.pa_base | (va & (e.size - 1))
+                if paddr >= mem_size:
+                    # no memory behind the PA the model gave: a bus error (an external abort).
+                    # Refused, so that Unicorn keeps no entry for it (a memory hook would see
+                    # it too, but any such hook slows every access down by half)
+                    cpu._bus_error = (acc, paddr)
+                    return False
                 if entry != last_entry[0]:
                     last_entry[0], last_entry[1] = entry, entry_at(entry)
                 ent = last_entry[1]
@@ -626,11 +631,6 @@ class Cpu:
     def _intr_hook(self, uc, intno, ud) -> None:
         self._intr = intno
         uc.emu_stop()
-
-    def _unmapped_hook(self, uc, access, pa, size, value, ud) -> bool:
-        # a translation the model gave leads to a PA with no memory behind it (a bus error)
-        self._bus_error = (access, pa)
-        return False
     # ------------------------------------------------------------------ system instructions
     def _sys_hook(self, uc, reg, cp, ud) -> int:
         # Runs before QEMU's own access check (docs/unicorn.md §Flushing Unicorn's TLB): at EL0, TLBI/AT/DC/IC go
@@ -1030,7 +1030,7 @@ class Cpu:
                 kind = StopKind.FAULT
             elif self._bus_error is not None:
                 access, pa = self._bus_error
-                what = {UC_MEM_READ_UNMAPPED: "read", UC_MEM_FETCH_UNMAPPED: "fetch"}.get(access, "write")
+                what = ("read", "write", "fetch")[access]
                 kind, detail = StopKind.BUS_ERROR, f"{what} of unmapped PA {pa:#x}"
             elif status == ucb.UC_ERR_EXCEPTION and new_pc & ~0xFFF == SENTINEL_PAGE:
                 # the guest fetched from the sentinel page, which the fill hook does not give
@@ -1048,7 +1048,7 @@ class Cpu:
         # instructions retired in this call: an instruction abort on fetch happens before
         # the instruction is counted; a data abort, UNDEF or BRK after
         fetch_abort = (kind is StopKind.FAULT and self._fault.access is Access.FETCH) or (
-            kind is StopKind.BUS_ERROR and self._bus_error[0] == UC_MEM_FETCH_UNMAPPED)
+            kind is StopKind.BUS_ERROR and self._bus_error[0] == int(Access.FETCH))
         not_retired = kind in EXCEPTION_STOPS and kind is not StopKind.SVC and not fetch_abort
         if self.instrument:
             executed = self.insns - start_insns
