@@ -141,8 +141,8 @@ def diagnostic(text: str, what: str, rc: int, names: dict[str, str]) -> GuestBui
             undeclared = re.match(r"call to undeclared (?:library )?function '(\w+)'", msg)
             if _LIBC_HEADERS.search(msg) or (undeclared and undeclared.group(1) in _LIBC_FUNCS):
                 msg += f" ({_NOLIBC})"
-            elif i + 2 < len(lines) and lines[i + 2].strip() == "^" and lines[i + 1].strip():
-                msg += f": {lines[i + 1].strip()}"          # the statement, when clang points at its start
+            elif i + 2 < len(lines) and lines[i + 2].strip() == "^" and lines[i + 1][lines[i + 2].index("^"):].strip():
+                msg += f": {lines[i + 1][lines[i + 2].index('^'):].strip()}"   # the statement clang points at
             return GuestBuildError(_display(file), msg, lineno)
         m = _LLD_RE.match(line)
         if m:
