@@ -1,4 +1,4 @@
-"""Layers (DESIGN.md §1): emu's hardware modules import nothing from pmap_py or guest;
+"""Layers (docs/architecture.md §Dependency direction): emu's hardware modules import nothing from pmap_py or guest;
 only the outer layer (emu/run/, emu/cli/, emu/scenario.py) composes the three."""
 import ast
 import subprocess
