@@ -5,7 +5,8 @@ The outer layer: composes the machine (emu), the kernel model and a strategy
 
 ``config`` keys (defaults in DEFAULTS): workload | guest (a .S file), strategy,
 pages, threads, cpus, procs, core, speculate; optional: touch (pages the touch
-guest stores to, default all), populate, thread_exit, main_wait, quantum,
+guest stores to, default all), populate, thread_exit, main_wait, jobs (processes
+the shell runs at once; the next starts when one is reaped), quantum,
 slice_cycles, mem_mb, strategy_file, trace (a Trace to fill), budgets
 (max_insns, max_steps, max_cycles, max_faults).
 
@@ -123,7 +124,7 @@ def build(config: dict, seed: int = 0):
                 speculate=cfg["speculate"], trace=cfg.get("trace"))
     ps = pmap_bootstrap(m, revision=strategy.revision)
     kc = KernConfig()
-    for key in ("quantum", "slice_cycles"):
+    for key in ("quantum", "slice_cycles", "jobs"):
         if cfg.get(key):
             setattr(kc, key, int(cfg[key]))
     kc.max_faults = 4 * cfg["procs"] * (cfg["pages"] + 64) + 2_000

@@ -58,6 +58,7 @@ class KernConfig:
     max_cycles: int = 50_000_000_000  # any CPU's clock
     max_faults: int = 100_000        # faults taken by guest code, all threads
     maxthread: int = 256             # threads per process (__tfork beyond: EAGAIN)
+    jobs: int = 0                    # processes the shell runs at once (0: all)
 
 
 @dataclass(eq=False)
@@ -103,6 +104,7 @@ class Kernel:
         self.switches = 0
         self.teardown_cycles = 0
         self.finished = False
+        self.stepping: int | None = None  # the CPU whose step runs now (who frees a frame)
         self.shell_done = False
         self.live_threads = 0             # workload threads not yet reaped
         self.window: dict = {}            # exit window: events and cycles at start and end
@@ -336,9 +338,10 @@ class Kernel:
         every workload process, or a budget ends the run (RunEnded)."""
         self.shell_proc = self.kthread_create("sh", self._shell_main(), process=self.shell)
         self._loop(until_idle=True)                     # the shell forks, then sleeps in wait4
-        for p in self._embryos:
+        jobs = self.cfg.jobs or len(self._embryos)
+        for p in self._embryos[:jobs]:
             self.setrunnable(p, 0)
-        self._embryos.clear()
+        del self._embryos[:jobs]
         self._loop()
 
     def _loop(self, until_idle: bool = False) -> None:
@@ -354,6 +357,7 @@ class Kernel:
                 raise RunEnded("deadlock: no CPU has anything to run; " + self.describe_sleepers())
             cycles, idx, _ = heapq.heappop(heap)
             ci = self.cpus[idx]
+            self.stepping = idx
             if cycles != ci.cpu.cycles:            # its clock moved since it was queued
                 self._seq += 1
                 heapq.heappush(heap, (ci.cpu.cycles, idx, self._seq))
@@ -422,6 +426,7 @@ class Kernel:
         t0 = cpu.cycles
         stop = cpu.run(min(cfg.quantum, max(1, cfg.max_insns - self.insns + 1)))
         p.p_tally.user += cpu.cycles - t0
+        p.p_insns += stop.executed
         self.insns += stop.executed
         trace = self.machine.trace
         if trace is not None:
@@ -567,6 +572,9 @@ class Kernel:
             table = "the kernel's zero page" if ttbr0 == self.ps.zero_page else f"{ttbr0:#x}"
             raise RunEnded(f"fault budget exceeded ({self.cfg.max_faults} faults): {worst} faulted "
                            f"{worst.p_faults} times, last at pc {pc:#x} va {va:#x}, its TTBR0 = {table}")
+        checker = getattr(self.machine, "checker", None)
+        if checker is not None:
+            checker.note_fault(cpu, p.p_name, stop.pc, fault.va, fault.fsc, p.p_insns)
         ftype = {Access.READ: PROT_READ, Access.WRITE: PROT_WRITE, Access.FETCH: PROT_EXEC}[fault.access]
         vm = p.p_p.ps_vmspace
         pm = vm.pmap
@@ -591,6 +599,8 @@ class Kernel:
             pid, _ = yield from kexit.dowait4(self, p, -1)
             if pid < 0:
                 break
+            if self._embryos:                           # `make -j`: start the next one
+                self.setrunnable(self._embryos.pop(0), self.curcpu(p).cycles)
         self.shell_done = True
         self._maybe_finish()
         yield Sleep(self, "done")

@@ -83,6 +83,7 @@ class Proc:
     p_uarea: int | None = None           # kernel VA of its u-area (kernel stack + PCB)
     p_tally: Tally = field(default_factory=Tally)
     p_teardown: bool = False             # its kernel code is tearing an address space down
+    p_insns: int = 0                     # user instructions retired
     p_faults: int = 0
     p_last_fault: tuple | None = None    # (pc, va) of its last fault
 
