@@ -227,3 +227,44 @@ def test_tfork_bad_param_is_efault(tmp_path):
 def test_bad_arguments_are_einval(tmp_path, body, errno):
     p, _ = status(tmp_path, body)
     assert p["status"] == errno
+
+
+def test_a_sibling_calls_exit_and_the_main_thread_purges(tmp_path):
+    """kern_exit.c 1.252 / kern_sig.c 1.365: the thread that calls exit need not be the
+    main thread. Here main spins in user mode and a child calls exit(7): the child runs
+    single_thread_set, main unwinds through exit1(EXIT_THREAD_NOCHECK), waits
+    "thrdeath" for the child, and does the process-wide work (uvm_purge)."""
+    from emu.trace import Ev, Trace
+    t = Trace()
+    body = """
+	MOV48	x20, 0x20000000
+	str	xzr, [x20]
+	str	xzr, [x20, #8]
+	MOV48	x9, 0x7fffff4000
+	str	x9, [x20, #16]
+	mov	x0, x20
+	mov	x1, #TFORK_PARAM_SIZE
+	SYSTRAP	SYS___tfork
+	b.cs	1f
+	cbz	x0, 4f
+3:	b	3b                            // main: spin in user mode
+4:	mov	x0, #7                        // the child exits the process
+	SYSTRAP	SYS_exit
+	mov	x0, #100
+	cmn	x0, #0
+"""
+    res, m, k = go(guest=guest(tmp_path, body), strategy="purge", cpus=2, pages=4, trace=t)
+    assert res["outcome"]["completed"], res["outcome"]["reason"]
+    p = res["processes"][0]
+    assert p["status"] == 7 and p["zombie"]
+    kern = [f for _, _, kind, f in t.records if kind is Ev.KERNEL]
+    main = k.workload[0].ps_mainproc.p_name
+    exits = [(f["proc"], f["flags"]) for f in kern if f["op"] == "exit1"]
+    assert exits[0][1] == "EXIT_NORMAL" and exits[0][0] != main
+    assert (main, "EXIT_THREAD_NOCHECK") in exits
+    assert [f["proc"] for f in kern if f["op"] == "single_thread_set"] == [exits[0][0]]
+    assert [f["proc"] for f in kern if f["op"] == "uvm_purge"] == [main]
+    # main passes exit1 step 3 while the child still waits in single_thread_set (counted
+    # in ps_threadcnt), so it must sleep "thrdeath" until the child has counted out
+    assert any(f["op"] == "sleep" and f["proc"] == main and f["wmesg"] == "thrdeath" for f in kern)
+    assert res["exit_events"]["tlbi"] == {"ASIDE1IS": 4, "VAALE1IS": 10}
