@@ -30,7 +30,8 @@ COMMON_FLAGS = ("-target", TARGET, "-g", "-fno-asynchronous-unwind-tables", "-fn
 # out-of-line atomics (they would call compiler-rt), implicit declarations are errors.
 C_FLAGS = ("-O2", "-std=c11", "-ffreestanding", "-fno-stack-protector", "-fno-pic", "-fno-common",
            "-mno-outline-atomics", "-Wall", "-Werror=implicit-function-declaration",
-           "-Werror=int-conversion", "-Werror=incompatible-pointer-types")
+           "-Werror=int-conversion", "-Werror=incompatible-pointer-types",
+           "-Werror=excess-initializers")
 LD_FLAGS = ("-static", "--no-relax", "-z", "max-page-size=4096", "-z", "noexecstack",
             "--fatal-warnings", "--no-undefined")
 
@@ -141,7 +142,8 @@ def diagnostic(text: str, what: str, rc: int, names: dict[str, str]) -> GuestBui
             undeclared = re.match(r"call to undeclared (?:library )?function '(\w+)'", msg)
             if _LIBC_HEADERS.search(msg) or (undeclared and undeclared.group(1) in _LIBC_FUNCS):
                 msg += f" ({_NOLIBC})"
-            elif i + 2 < len(lines) and lines[i + 2].strip() == "^" and lines[i + 1][lines[i + 2].index("^"):].strip():
+            elif i + 2 < len(lines) and lines[i + 2].strip() == "^" and msg not in lines[i + 1] \
+                    and lines[i + 1][lines[i + 2].index("^"):].strip():
                 msg += f": {lines[i + 1][lines[i + 2].index('^'):].strip()}"   # the statement clang points at
             return GuestBuildError(_display(file), msg, lineno)
         m = _LLD_RE.match(line)

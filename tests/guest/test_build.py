@@ -343,3 +343,15 @@ def test_concurrent_builders_share_one_cache(fresh_cache, tmp_path):
     runs = toolchain.runs
     image = build(src, force_include=("armmu/asm.h",))
     assert toolchain.runs == runs and MiniKernel(image).run() == 5         # a cache hit
+
+
+def test_region_names_longer_than_16_characters_are_refused(tmp_path):
+    assert assemble("ARMMU_REGION exactly16chars__, 0x20000000, 1, PROT_RW, 1\nnop", BASE).regions[0].name == \
+        "exactly16chars__"
+    e = _err(assemble, "nop\nARMMU_REGION seventeen_chars__, 0x20000000, 1, PROT_RW, 1\nnop", BASE, "t.S")
+    assert str(e) == "t.S:2: ARMMU_REGION: a region name has at most 16 characters"
+    src = tmp_path / "long.c"
+    src.write_text("#include <armmu.h>\nARMMU_REGION(seventeen_chars__, 0x20000000, 1, PROT_RW, 1);\n"
+                   "int main(void) { return 0; }\n")
+    e = _err(programs.load_file, src)
+    assert e.line == 2 and "initializer-string for char array is too long" in e.message

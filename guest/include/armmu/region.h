@@ -8,7 +8,7 @@
  *
  * prot is PROT_READ|PROT_WRITE|PROT_EXEC; flags REGION_POPULATE means every page is
  * entered at load (an eager populate), 0 that the kernel enters pages on fault.
- * A region of size 0 is left out. In .S:   ARMMU_REGION heap, HEAP_BASE, HEAP_SIZE, PROT_RW, REGION_POPULATE
+ * A name has at most 16 characters. A region of size 0 is left out. In .S:   ARMMU_REGION heap, HEAP_BASE, HEAP_SIZE, PROT_RW, REGION_POPULATE
  *                              in C:     ARMMU_REGION(heap, HEAP_BASE, HEAP_SIZE, PROT_RW, REGION_POPULATE);
  */
 #ifndef ARMMU_REGION_H
@@ -26,7 +26,10 @@
 	.balign 8
 .Larmmu_region_\@:
 	.ascii "\name"
-	.org .Larmmu_region_\@ + 16	/* an error if the name is longer than 15 bytes */
+	.if . - .Larmmu_region_\@ > 16
+	.error "ARMMU_REGION: a region name has at most 16 characters"
+	.endif
+	.org .Larmmu_region_\@ + 16
 	.quad \start
 	.quad \size
 	.word \prot
