@@ -424,7 +424,7 @@ class Cpu:
                             trace = machine.trace
                             if trace is not None:
                                 trace.add(cpu.cycles, cpu.index, Ev.FILL, va=e.va_base, pa=oa, size=4096,
-                                          asid=asid if ng else "global", level=3)
+                                          asid=asid if ng else "global", level=3, walk=e.reads, wc_hit=True)
                             if tlb.lost:
                                 cpu._uc_flush()
                         else:                                  # a fault, or no memory behind the table
@@ -499,7 +499,8 @@ class Cpu:
             self._recent_i += 1
         if trace is not None:
             trace.add(self.cycles, self.index, Ev.SPEC_FILL if speculative else Ev.FILL, va=r.va_base,
-                      pa=r.pa_base, size=r.size, asid=r.asid if r.ng else "global", level=r.level)
+                      pa=r.pa_base, size=r.size, asid=r.asid if r.ng else "global", level=r.level,
+                      walk=r.reads, wc_hit=wc_hit)
         if tlb.lost:
             self._uc_flush()
         return r
