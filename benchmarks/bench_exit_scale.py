@@ -9,7 +9,9 @@ make the emulated RAM alone 1 GiB of resident host memory).
 Goals (issue 9): <= 5 s for purge and reaper, <= 15 s for purge-naive and legacy-reaper,
 peak RSS <= 1 GiB.
 
-    python benchmarks/bench_exit_scale.py [--pages N] [--touch K] [--cpus C] [--json]
+    python benchmarks/bench_exit_scale.py [--pages N] [--touch K] [--cpus C] [--repeat R] [--json]
+
+The machine this runs on is shared: --repeat R keeps the fastest of R runs (timeit's rule).
 """
 from __future__ import annotations
 
@@ -54,16 +56,22 @@ def main() -> int:
     ap.add_argument("--touch", type=int, default=4096)
     ap.add_argument("--cpus", type=int, default=4)
     ap.add_argument("--strategies", default=",".join(GOALS))
+    ap.add_argument("--repeat", type=int, default=1, help="runs per strategy; the fastest is reported")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     ctx = mp.get_context("spawn")
     rows = []
     for s in args.strategies.split(","):
-        q = ctx.Queue()
-        p = ctx.Process(target=one, args=(s, args.pages, args.touch, args.cpus, q))
-        p.start()
-        rows.append(q.get())
-        p.join()
+        best = None
+        for _ in range(max(1, args.repeat)):
+            q = ctx.Queue()
+            p = ctx.Process(target=one, args=(s, args.pages, args.touch, args.cpus, q))
+            p.start()
+            row = q.get()
+            p.join()
+            if best is None or row["seconds"] < best["seconds"]:
+                best = row
+        rows.append(best)
     for r in rows:
         goal = r["goal_seconds"]
         r["meets_goal"] = bool(goal is None or r["seconds"] <= goal) and r["peak_rss_mib"] <= 1024

@@ -202,18 +202,21 @@ class Uvm:
     def _populate(self, cpu, vm: Vmspace, e: MapEntry, contents) -> None:
         """pmap_populate-like: every page mapped with the entry's full protection."""
         pm = vm.pmap
-        ps = self.ps
+        enter = self.ps.pmap_enter
         alloc = self.frames.alloc
+        anon = e.anon
         prot = e.protection
+        flags = prot | PMAP_CANFAIL
+        user = FrameKind.USER
         for va in range(e.start, e.end, PAGE_SIZE):
-            pa = alloc(FrameKind.USER, owner=pm)
-            e.anon[va] = pa
+            pa = alloc(user, pm)
+            anon[va] = pa
             if contents is not None:
                 if prot & PROT_EXEC:
                     self.machine.load_code(pa, contents(va))
                 else:
                     self.machine.mem.write(pa, contents(va))
-            if ps.pmap_enter(cpu, pm, va, pa, prot, prot | PMAP_CANFAIL):
+            if enter(cpu, pm, va, pa, prot, flags):
                 raise OutOfFrames("no frame left for a page table")
 
     def _drop_pages(self, cpu, vm: Vmspace, e: MapEntry) -> None:
@@ -227,6 +230,16 @@ class Uvm:
         cpu.charge(cpu.cost.frame_free)
         self.pages_freed += 1
 
+    def free_pages(self, cpu, pas) -> None:
+        """uvm_anfree for each page of an entry: back to the frame allocator."""
+        free = self.frames.free
+        n = 0
+        for pa in pas:
+            free(pa)
+            n += 1
+        cpu.charge(cpu.cost.frame_free * n)
+        self.pages_freed += n
+
     def uvm_unmap(self, p, vm: Vmspace, start: int, end: int) -> Generator:
         """munmap: clip, pmap_remove each entry (pm_active > 0: flushed per page),
         free its pages. Yields per entry."""
@@ -234,9 +247,7 @@ class Uvm:
             cpu = self.curcpu(p)
             vm.vm_map.remove(e)
             yield from self.pmap_remove_chunked(p, vm.pmap, e.start, e.end)
-            cpu = self.curcpu(p)
-            for pa in e.anon.values():
-                self._free_page(cpu, pa)
+            self.free_pages(self.curcpu(p), e.anon.values())
             yield STEP
 
     def uvm_map_protect(self, p, vm: Vmspace, start: int, end: int, prot: int) -> Generator:
@@ -299,9 +310,7 @@ class Uvm:
         vmap._starts.clear()
         vmap.size = 0
         for e in dead:                                      # uvm_unmap_detach
-            cpu = self.curcpu(p)
-            for pa in e.anon.values():
-                self._free_page(cpu, pa)
+            self.free_pages(self.curcpu(p), e.anon.values())
             e.anon.clear()
             yield STEP
 

@@ -53,8 +53,7 @@ class FreeBSD(ExitStrategy):
         tables = clear_table_descs(k.ps, cpu, pm,
                                    on_unlink=lambda va: cpu_tlb_flush_asid(cpu, asid | (va >> 12)))
         cpu_tlb_flush_asid_all(cpu, asid)                     # pmap_invalidate_all
-        for pa in pages:
-            k.uvm._free_page(cpu, pa)
+        k.uvm.free_pages(cpu, pages)
         free_frames(k.ps, cpu, tables)
         yield STEP
 

@@ -50,8 +50,7 @@ class Linux(ExitStrategy):
             cpu.dsb("ishst")
             cpu.tlbi(TLBIOp.ASIDE1IS, (pm.pm_asid << 48) & MASK64)
             cpu.dsb("ish")
-        for pa in pages:
-            k.uvm._free_page(cpu, pa)
+        k.uvm.free_pages(cpu, pages)
         free_frames(k.ps, cpu, tables)
         yield STEP
 
