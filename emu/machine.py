@@ -104,8 +104,7 @@ class Machine:
     def load_code(self, pa: int, code: bytes) -> None:
         """Host-side load of guest code at a physical address; every CPU sees it fresh
         (barriers are found by decoding each code frame when a CPU fetches from it)."""
-        self.mem.write(pa, code)
-        self._special_offsets.clear()
+        self.mem.write(pa, code)                      # (_host_wrote forgets the frame's decoding)
         for cpu in self.cpus:
             cpu.drop_code()
 
