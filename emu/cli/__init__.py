@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from ..physmem import PhysMemError
-from . import listing, run, walk
+from . import compare, listing, run, sweep, walk
 from .common import BadInput, parse_int
 
 __all__ = ["main", "build_parser", "BadInput", "parse_int"]
@@ -26,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap = Parser(prog="armmu", description="ARMv8-A MMU emulator for address-space teardown")
     sub = ap.add_subparsers(dest="cmd", required=True, parser_class=Parser)
     run.add_parser(sub)
+    compare.add_parser(sub)
+    sweep.add_parser(sub)
     walk.add_parser(sub)
     listing.add_parser(sub)
     return ap

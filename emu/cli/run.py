@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from ..cores import DEFAULT_CORE
 from ..run import DEFAULTS, SPECULATE, RunError
-from ..run import run as run_one
 from ..run.workloads import WORKLOADS
+from .files import check_writable, write_json
+from .session import add_trace_options, run_session, trace_options
 
 HW = ("VAE1IS", "ASIDE1IS", "VAALE1IS", "VMALLE1IS")
 
@@ -49,14 +51,20 @@ def format_result(r: dict) -> str:
 def cmd_run(args) -> int:
     cfg = {"workload": args.workload, "guest": args.guest, "strategy": args.strategy, "pages": args.pages,
            "threads": args.threads, "cpus": args.cpus, "procs": args.procs, "core": args.core,
-           "speculate": args.speculate, "touch": args.touch, "strategy_file": args.strategy_file}
+           "speculate": args.speculate, "touch": args.touch, "strategy_file": args.strategy_file,
+           "quantum": args.quantum}
     if args.guest and args.workload:
         raise RunError("give --workload or --guest, not both")
-    try:
-        r = run_one({k: v for k, v in cfg.items() if v is not None}, args.seed)
-    except RunError:
-        raise
-    print(json.dumps(r, indent=2) if args.json else format_result(r))
+    trace_options(args)
+    if args.json not in (None, "-"):
+        check_writable(args.json, "--json")
+    r, _, _ = run_session({k: v for k, v in cfg.items() if v is not None}, args.seed, trace=args.trace,
+                          trace_format=args.trace_format, trace_filter=args.trace_filter,
+                          trace_insns=args.trace_insns, dump_at=args.dump_at,
+                          dump_out=sys.stderr if args.json == "-" else sys.stdout, checker=True)
+    if args.json not in (None, "-"):
+        write_json(args.json, r)
+    print(json.dumps(r, indent=2) if args.json == "-" else format_result(r))
     return 0 if r["outcome"]["completed"] and not r["violations"] else 1
 
 
@@ -87,7 +95,12 @@ def add_parser(sub) -> None:
     r.add_argument("--core", default=DEFAULT_CORE, metavar="X",
                    help="core preset name or TOML file (default cortex-a72)")
     r.add_argument("--seed", type=int, default=0, metavar="K", help="seed: the run is a function of it")
+    r.add_argument("--quantum", type=int, metavar="Q",
+                   help="guest instructions per quantum (default 2000; armmu check draws one per seed)")
     r.add_argument("--speculate", choices=SPECULATE, default=DEFAULTS["speculate"],
                    help="speculative TLB fills (default off)")
-    r.add_argument("--json", action="store_true", help="print the result dict (schema 1) as JSON")
+    r.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                   help="the result dict (schema 1) as JSON: printed, or written whole to FILE "
+                        "(e.g. --json out.json)")
+    add_trace_options(r)
     r.set_defaults(func=cmd_run)
