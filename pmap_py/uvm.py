@@ -158,11 +158,12 @@ class Uvm:
     """The uvm globals of one kernel: the pmap system, the frame allocator, the kernel
     VA slots for u-areas, and how to find the CPU a proc runs on."""
 
-    def __init__(self, ps, curcpu: Callable):
+    def __init__(self, ps, curcpu: Callable, ktrace: Callable | None = None):
         self.ps = ps
         self.machine = ps.machine
         self.frames = ps.machine.frames
         self.curcpu = curcpu
+        self.ktrace = ktrace or (lambda p, op, **f: None)     # (proc, step name, fields)
         self._uarea_free: list[int] = []
         self._uarea_next = UAREA_BASE
         self.pages_freed = 0
@@ -303,12 +304,16 @@ class Uvm:
         dead entries frees their pages. The vp tables stay (pmap_destroy frees them)."""
         vmap = vm.vm_map
         dead = vmap.teardown_order()
+        self.ktrace(p, "uvm_map_teardown", pmap=vmap.pmap.pm_name, entries=len(dead))
         for e in dead:
             yield PREEMPT                                   # sched_pause(yield)
             yield from self.pmap_remove_chunked(p, vmap.pmap, e.start, e.end)
         vmap.entries.clear()
         vmap._starts.clear()
         vmap.size = 0
+        if dead:
+            self.ktrace(p, "uvm_unmap_detach", pmap=vmap.pmap.pm_name,
+                        pages=sum(len(e.anon) for e in dead))
         for e in dead:                                      # uvm_unmap_detach
             self.free_pages(self.curcpu(p), e.anon.values())
             e.anon.clear()
@@ -321,6 +326,7 @@ class Uvm:
         """vm_refcnt -= 1; at 0: uvmspace_purge (a no-op walk if exit1 already purged),
         then pmap_destroy (or `destroy(cpu, pmap)` for strategies that differ)."""
         vm.vm_refcnt -= 1
+        self.ktrace(p, "uvmspace_free", pmap=vm.pmap.pm_name, refs=vm.vm_refcnt)
         if vm.vm_refcnt > 0:
             return
         yield from self.uvmspace_purge(p, vm)

@@ -145,11 +145,13 @@ def reaper(k) -> Generator:
         k.ktrace(r, "reaper", dead=p.p_name)
         if locked:
             yield from k.kernel_lock.acquire(r)
+        k.ktrace(r, "uvm_uarea_free", dead=p.p_name, va=p.p_uarea)
         k.uvm.uvm_uarea_free(k.curcpu(r), p.p_uarea)
         yield STEP
         if p.is_main:
             pr = p.p_p
             if pr.ps_vmspace is not None:
+                k.ktrace(r, "uvm_exit", process=str(pr))
                 yield from k.strategy.uvm_exit(k, r, pr)
             if not locked:
                 yield from k.kernel_lock.acquire(r)

@@ -87,7 +87,7 @@ class Kernel:
         self.strategy = strategy
         self.cfg = config or KernConfig()
         self.rng = rng or random.Random(f"{machine.seed}/sched")
-        self.uvm = Uvm(ps, self.curcpu)
+        self.uvm = Uvm(ps, self.curcpu, self.ktrace)
         self.kernel_lock = KernelLock(self)
         self.cpus = [CpuInfo(i, c) for i, c in enumerate(machine.cpus)]
         self._heap: list = []
