@@ -106,3 +106,39 @@ def test_counts_scale_with_pages_not_strategy_code():
     b = go(workload="touch", strategy="purge-naive", pages=20, cpus=2)[0]["exit_events"]["tlbi"]
     assert b["VAE1IS"] - a["VAE1IS"] == 2 * 10
     assert a["ASIDE1IS"] == b["ASIDE1IS"] == 4
+
+
+# The other strategies on touch (one thread, so no sibling timing enters the counts).
+# Each entry: (pmap TLBIs, exit-path TTBR0 writes, TLBIs issued without an ISB).
+OTHERS = {
+    # purge without the spin: same operations as purge when there is no sibling
+    "purge-nowait": ({"ASIDE1IS": 4, "VAALE1IS": UPAGES}, 1, 0),
+    # no pmap_purge at all (pm_active <- 0 with TTBR0 live): only pmap_destroy's pair;
+    # the main thread's pmap_deactivate returns early, so no TTBR0 write either
+    "purge-unsafe": ({"ASIDE1IS": 2, "VAALE1IS": UPAGES}, 0, 0),
+    # Kettenis' pmap_exit for the only thread is exactly pmap_purge's switch and flush
+    "purge-early": ({"ASIDE1IS": 4, "VAALE1IS": UPAGES}, 1, 0),
+    # pmap_purge's pair, but pmap_free_asid's is commented out
+    "asid-noflush": ({"ASIDE1IS": 2, "VAALE1IS": UPAGES}, 1, 0),
+    # exit_mmap: tables were freed, so one flush_tlb_mm (ASIDE1IS, DSB ISHST/ISH, no ISB);
+    # no TTBR write (lazy mm); no trampoline (one ASID at EL0 and EL1)
+    "linux": ({"ASIDE1IS": 1, "VAALE1IS": UPAGES}, 0, 1),
+    # pmap_remove_pages: one VAE1IS per freed table page (3 L3: text, heap, stack; 2 L2:
+    # the low 1 GiB and the stack's), one ASIDE1IS; pmap_activate(vmspace0) writes TTBR0
+    "freebsd": ({"VAE1IS": 5, "ASIDE1IS": 1, "VAALE1IS": UPAGES}, 1, 0),
+}
+
+
+@pytest.mark.parametrize("strategy", sorted(OTHERS))
+def test_touch_counts_other_strategies(strategy):
+    res, m, k = go(workload="touch", strategy=strategy, pages=24, cpus=2)
+    assert res["outcome"]["completed"], res["outcome"]["reason"]
+    assert res["processes"][0]["status"] == 0
+    tlbi, ttbr0, no_isb = OTHERS[strategy]
+    e = res["exit_events"]
+    assert e["context_switches"] == 2
+    assert e["tlbi"] == tlbi
+    ntlbi = sum(tlbi.values())
+    assert e["ttbr_writes"] == 3 * 2 + ttbr0
+    assert e["isb"] == 3 * 2 + ttbr0 + ntlbi - no_isb
+    assert e["dsb"] == 2 * ntlbi
