@@ -36,7 +36,7 @@ SPECULATE = ("off", "default", "aggressive")
 LIMITS = {"pages": (1, 1 << 20), "threads": (1, 256), "cpus": (1, 64), "procs": (1, 64)}
 EVENT_KEYS = ("dsb", "isb", "ttbr_writes", "walks", "speculative_walks", "tlb_hits", "tlb_misses",
               "faults", "ptes_cleared", "pt_pages_freed", "asids_allocated", "asid_rollovers",
-              "context_switches", "el0_entries", "el0_returns")
+              "context_switches", "el0_entries", "el0_returns", "lock_contended", "spin_wait")
 
 _checker_factory = None
 

@@ -35,8 +35,8 @@ class Purge(ExitStrategy):
     def pmap_purge(self, k, p, pm):
         """Spin (one step per CPU_BUSY_CYCLE) until every sibling has deactivated."""
         while not k.ps.pmap_purge_ready(pm):
-            yield from k.spin(p)
-        k.ps.pmap_purge(k.curcpu(p), pm)
+            yield from k.spin(p)                         # CPU_BUSY_CYCLE
+        k.ps.pmap_purge_flush(k.curcpu(p), pm)
         yield STEP
 
 

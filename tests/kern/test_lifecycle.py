@@ -154,3 +154,25 @@ def test_a_user_strategy_from_a_file(tmp_path):
     res, m, k = go(workload="touch", strategy="purge-twice", pages=8, cpus=2, strategy_file=str(f))
     assert res["outcome"]["completed"] and res["exit_events"]["tlbi"]["ASIDE1IS"] == 4
     assert "purge-twice" in strategies.names()
+
+
+@pytest.mark.parametrize("strategy,contended", [("legacy-reaper", True), ("purge", False)])
+def test_kernel_lock_held_by_the_reaper_makes_exit_spin(strategy, contended):
+    """kern_exit.c of 2018-2025: the reaper tears down under KERNEL_LOCK, so a process
+    calling exit meanwhile spins in sys_exit's KERNEL_LOCK until the reaper is done;
+    1.252's reaper takes the lock only for the zombie notification."""
+    from emu.run import build
+    t = Trace()
+    cfg, m, k = build({"workload": "touch", "strategy": strategy, "pages": 1024, "cpus": 3, "trace": t}, 1)
+    k.spawn(load("loop", {"ITERS": 60000}))        # exits while the touch process is torn down
+    k.run()
+    kern = [(c, f) for c, _, kind, f in t.records if kind is Ev.KERNEL]
+    waits = [f for _, f in kern if f["op"] == "kernel_lock_contended" and f["proc"].startswith("loop")]
+    spins = sum(c.events["spin_wait"] for c in m.cpus)
+    if contended:
+        assert [f["holder"] for f in waits] == ["reaper"] and spins > 1000
+        zombie_touch = next(c for c, f in kern if f["op"] == "zombie" and f["process"].startswith("touch"))
+        exit_loop = next(c for c, f in kern if f["op"] == "exit1" and f["proc"].startswith("loop"))
+        assert exit_loop > zombie_touch            # it got the lock only when the reaper let go
+    else:
+        assert waits == [] and spins == 0
