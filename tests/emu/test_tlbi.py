@@ -383,3 +383,26 @@ def test_batch_keeps_a_guest_consistent():
     c0.tlbi_flush_batch([(TLBIOp.VAE1IS, tlbi_operand(va=DATA, asid=ASID))])
     c1.set_reg(0, DATA)
     assert c1.run(10, pc=0x400000).kind is StopKind.SVC and c1.reg(1) == 222
+
+
+def test_vale1_keeps_4k_neighbours_when_a_2mb_entry_is_held():
+    """Cortex-A76 (the L1D holds 2 MB entries): five pages of one 2 MB region and a 2 MB
+    block elsewhere in every structure; VALE1 of the first page removes that page only, from
+    the L1D and the L2 (2 entries), and the neighbours still hit the L1D."""
+    m = make(ncpus=1, core="cortex-a76")
+    c = m.cpus[0]
+    switch_to(c, m.utables)
+    for i in range(5):
+        m.utables.map(DATA + i * 0x1000)
+    map_block(m.utables, BLOCK, 0x1600000)
+    for va in [DATA + i * 0x1000 for i in range(5)] + [BLOCK]:
+        read(c, va)
+    assert c.tlb.dtlb.shifts == (12, 21)
+    c.tlbi(TLBIOp.VALE1, tlbi_operand(va=DATA, asid=ASID))
+    c.dsb("nsh")
+    d, l2 = c.tlb.dtlb.stats, c.tlb.l2.stats
+    assert (d.flushed_entries, l2.flushed_entries) == (1, 1)
+    hits = d.hits
+    for i in range(1, 5):
+        read(c, DATA + i * 0x1000)
+    assert d.hits - hits == 4
