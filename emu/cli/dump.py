@@ -99,7 +99,8 @@ def _process_of(kernel, fields: dict):
 
 def dump(machine, kernel, cycle: int, cpu: int, fields: dict) -> str:
     op = fields.get("op")
-    what = " ".join(f"{k}={v}" for k, v in fields.items() if k != "op")
+    what = " ".join(f"{k}={v:#x}" if isinstance(v, int) and k in ("asid", "va", "pa") else f"{k}={v}"
+                    for k, v in fields.items() if k != "op")
     lines = [f"=== dump at {op} (cycle {cycle}, cpu{cpu}{', ' + what if what else ''})"]
     for pr in _process_of(kernel, fields):
         lines.append(f"process {pr}:")
