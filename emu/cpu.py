@@ -41,6 +41,8 @@ SPECULATION_RATES = {"off": 0.0, "default": 1.0, "aggressive": 20.0}
 
 _X_REGS = [getattr(A, f"UC_ARM64_REG_X{i}") for i in range(29)] + [A.UC_ARM64_REG_X29, A.UC_ARM64_REG_X30]
 
+UC_HOLDS_LIMIT = 1 << 14              # entries handed to Unicorn before a flush resets the count
+
 PAGE_AF = ATTR_AF | 3                  # an L3 page descriptor (bits[1:0] = 11) with the access flag set
 
 # Unicorn CP_REG tuple (crn, crm, op0, op1, op2) of SPSR_EL1: the target of a guest ERET
@@ -172,6 +174,12 @@ class Cpu:
         self.tlb = TLBHierarchy(geo("itb", core.l1i), geo("dtb", core.l1d), geo("l2_shared", core.l2),
                                 WalkCache(core.walk_cache.entries, core.walk_cache.ways, self.rng,
                                           core.walk_cache.replacement))
+        # Unicorn's TLB must never hold a translation the model lost, but flushing it is only
+        # needed when the entry that left was handed to Unicorn since its last flush
+        self._uc_holds: dict[int, Translation] = {}     # id -> entry, handed out since the last flush
+        self._uc_stale = False               # an entry in _uc_holds left the model
+        for t in (self.tlb.itlb, self.tlb.dtlb, self.tlb.l2):
+            t.on_remove = self._entry_left
         self.cycles = 0
         self.insns = 0
         self.el = 1                          # PSTATE.EL, followed through set_el, guest ERETs and Cpu.run
@@ -233,6 +241,15 @@ class Cpu:
         self._raw.tlb_flush()
         self.uc_flushes += 1
         self.tlb.lost = False
+        self._uc_stale = False
+        self._uc_holds.clear()
+
+    def _entry_left(self, e: Translation) -> None:
+        # an entry left every TLB structure (eviction, TLBI): `lost` says so (the TLBI paths
+        # flush on it); the miss path flushes only if Unicorn may hold a page of it
+        self.tlb.lost = True
+        if id(e) in self._uc_holds:
+            self._uc_stale = True
 
     def _sync_sysregs(self) -> None:
         for reg, v in ((SysReg.TTBR0_EL1, self.ttbr0), (SysReg.TTBR1_EL1, self.ttbr1),
@@ -346,7 +363,7 @@ class Cpu:
                     cpu.cycles += l2_hit_cycles
                     if e.stale and machine.checker is not None:
                         machine.checker.stale_use(cpu, va, e, Access(acc), el)
-                    if tlb.lost:
+                    if cpu._uc_stale:
                         cpu._uc_flush()
                 else:
                     l2.stats.misses += 1
@@ -425,7 +442,7 @@ class Cpu:
                             if trace is not None:
                                 trace.add(cpu.cycles, cpu.index, Ev.FILL, va=e.va_base, pa=oa, size=4096,
                                           asid=asid if ng else "global", level=3, walk=e.reads, wc_hit=True)
-                            if tlb.lost:
+                            if cpu._uc_stale:
                                 cpu._uc_flush()
                         else:                                  # a fault, or no memory behind the table
                             e = account(va, walk_l3(cpu.mem, regime, va, we.table_pa, we.tattrs), True, acc == 2)
@@ -501,7 +518,7 @@ class Cpu:
             trace.add(self.cycles, self.index, Ev.SPEC_FILL if speculative else Ev.FILL, va=r.va_base,
                       pa=r.pa_base, size=r.size, asid=r.asid if r.ng else "global", level=r.level,
                       walk=r.reads, wc_hit=wc_hit)
-        if tlb.lost:
+        if self._uc_stale:
             self._uc_flush()
         return r
 
@@ -518,6 +535,7 @@ class Cpu:
         entry_at = ucb.entry_at
         sentinel_page = SENTINEL_PAGE
         mem_size = self.mem.size
+        holds = self._uc_holds
         last_entry = [0, None]                 # Unicorn passes the same stack slot: one object for it
 
         def fill(uch, va: int, access: int, entry: int, ud) -> bool:
@@ -545,6 +563,9 @@ class Cpu:
                     # it too, but any such hook slows every access down by half)
                     cpu._bus_error = (acc, paddr)
                     return False
+                holds[id(e)] = e
+                if len(holds) > UC_HOLDS_LIMIT:
+                    cpu._uc_flush()                 # a flush is always safe; it bounds the bookkeeping
                 if entry != last_entry[0]:
                     last_entry[0], last_entry[1] = entry, entry_at(entry)
                 ent = last_entry[1]
