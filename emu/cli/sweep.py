@@ -167,6 +167,14 @@ def cmd_sweep(args) -> int:
         raise BadInput(f"the grid has {len(points) * len(seeds):,} points (limit {MAX_POINTS:,}): narrow it")
     for core in grid["core"]:                     # every bad value fails here, before any run
         checked({**points[0], "core": core})
+    ex = make_executor(args.executor, args.jobs, args.scheduler)     # an unreachable scheduler: exit 2 here
+    try:
+        return _sweep(args, grid, seeds, points, ex)
+    finally:
+        ex.close()
+
+
+def _sweep(args, grid, seeds, points, ex) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise BadInput(f"--out {out}: not a directory")
@@ -204,12 +212,11 @@ def cmd_sweep(args) -> int:
         bar = tqdm(total=len(todo), desc="sweep", unit="run", file=sys.stderr,
                    disable=None if not args.progress else False)
         try:
-            with make_executor(args.executor, args.jobs, args.scheduler) as ex:
-                tasks = [(cfg, s, not args.no_check) for _, cfg, s in todo]
-                for i, row in ex.as_completed(sweep_task, tasks):
-                    rows[todo[i][0]] = row
-                    save()
-                    bar.update(1)
+            tasks = [(cfg, s, not args.no_check) for _, cfg, s in todo]
+            for i, row in ex.as_completed(sweep_task, tasks):
+                rows[todo[i][0]] = row
+                save()
+                bar.update(1)
         finally:
             bar.close()
     ordered = save()
