@@ -199,7 +199,7 @@ class Checker:
         self._stale: list[Fill] = []                   # fills marked stale, still maybe held
         self._wc: dict[tuple, tuple] = {}              # (cpu, level, region, asid) -> (chain, space, cycle)
         self._root: list[list] = [[None, None] for _ in machine.cpus]   # chain of each TTBR: FrameInfo
-        self._ttbr_cycle: list[list[int]] = [[0, 0] for _ in machine.cpus]
+        self._user_space: list = [None for _ in machine.cpus]    # owner of TTBR0's user tables, if any
         self._asid_space: dict[int, object] = {}       # ASID -> owner of the user tables last current with it
         self._freed: dict[int, tuple[FrameInfo, int]] = {}   # frame -> (info before the free, cycle)
         self._faults: dict[object, list] = {}          # thread -> [(pc, va, fsc), count, retired, reported]
@@ -302,12 +302,10 @@ class Checker:
     def _set_roots(self, cpu) -> None:
         regime = cpu.regime
         roots = self._root[cpu.index]
-        cyc = self._ttbr_cycle[cpu.index]
         for sel in (0, 1):
-            chain = self._chain_of(regime.base[sel])
-            if chain is not roots[sel]:
-                roots[sel] = chain
-                cyc[sel] = cpu.cycles
+            roots[sel] = self._chain_of(regime.base[sel])
+        root0 = roots[0]
+        self._user_space[cpu.index] = root0.owner if root0 is not None and root0.kind is _PAGE_TABLE else None
 
     def sysreg_written(self, cpu) -> None:
         """TTBR0/TTBR1/TCR written on cpu (after the write): new walk roots; an ASID that
@@ -456,9 +454,9 @@ class Checker:
         if then.kind is _FREE and frame in self._freed:
             r.stale = True
             self._stale.append(f)
-        elif first != regime.start[sel] and not sel and space is not None:
-            root0 = self._root[ci][0]
-            if root0 is not None and root0.kind is _PAGE_TABLE and root0.owner != space:
+        elif start[0] and not sel and space is not None:
+            cur = self._user_space[ci]
+            if cur is not None and cur != space:
                 r.stale = True
                 self._stale.append(f)
 
@@ -533,8 +531,10 @@ class Checker:
             opening = (f"{self._cpu_str(ci)} made ASID {cpu.regime.asid:#x} current again while it holds a stale "
                        f"entry: {self._fill_str(f)}; the frame is now {now}.")
         else:
+            actor = self.actor_fn() if self.actor_fn is not None else None
+            holder = "the same CPU" if actor == ci else self._cpu_str(ci)
             opening = (f"Frame {f.frame:#x} ({f.then} at the fill) became {now}"
-                       f"{self._freed_by()} while {self._cpu_str(ci)} still holds an entry mapping it: "
+                       f"{self._freed_by()} while {holder} still holds an entry mapping it: "
                        f"{self._fill_str(f)}.")
         tag = "it is global" if e.asid is None else f"ASID {e.asid:#x} is current on cpu{ci}"
         story = f"{opening} The entry is usable: {tag} and {enabled}, so cpu{ci} can still read or write the frame through it"

@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from ..physmem import PhysMemError
-from . import compare, listing, run, sweep, walk
+from . import check, compare, listing, run, sweep, walk
 from .common import BadInput, parse_int
 
 __all__ = ["main", "build_parser", "BadInput", "parse_int"]
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_parser(sub)
     compare.add_parser(sub)
     sweep.add_parser(sub)
+    check.add_parser(sub)
     walk.add_parser(sub)
     listing.add_parser(sub)
     return ap

@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass, field
 
 from emu.checker import Checker
-from emu.trace import Trace
+from emu.trace import Ev, Trace
 
 from . import DEFAULTS, RunEnded, build, normalize, result
 from .executor import make_executor
@@ -142,8 +142,12 @@ def trace_excerpt(config: dict, seed: int, violation: dict, quantum_jitter: bool
     if again is None or again.get("trace_index") is None:
         return "(the violation did not recur in the traced run)"
     i = again["trace_index"]
+    ci = again["cpu"]
+    # the CPU concerned, and what the kernel did on the others
+    near = [rec for rec in trace.records if rec[1] == ci or rec[2] is Ev.KERNEL]
+    j = sum(1 for rec in trace.records[:i] if rec[1] == ci or rec[2] is Ev.KERNEL)
     part = Trace()
-    part.records = trace.records[max(0, i - before):i + after]
+    part.records = near[max(0, j - before):j + after]
     return part.format_text()
 
 
