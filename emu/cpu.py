@@ -211,6 +211,7 @@ class Cpu:
         self._probed = False                 # Unicorn probed the sentinel page in this run
         self._bus_error: tuple[int, int] | None = None   # (access 0/1/2, PA) of a bus error in this run
         self._redecode = False               # this CPU wrote its code: decode its frames again
+        self._in_guest = False               # inside emu_start: Unicorn's TLB is in use right now
         # code frames: VA page -> frame of this CPU's last fetch fill there, so that a hooked
         # address is decoded from the word actually executed (not from a VA of another program)
         self._code_pa: dict[int, int] = {}
@@ -308,6 +309,7 @@ class Cpu:
         nwords = len(q)
         descriptor_read, walk_cache_hit = self._descriptor_read, self._walk_cache_hit
         recent = self.recent
+        holds = self._uc_holds
         tag_bits, global_tag, tag_mask = _TAG_BITS, GLOBAL_TAG, (1 << _TAG_BITS) - 1
         PERMISSION = FaultKind.PERMISSION
 
@@ -390,16 +392,15 @@ class Cpu:
                             if perms is None:
                                 perms = leaf_perms_cached(desc, we.tattrs, regime.wxn)
                             ng = bool(desc & ATTR_nG)
-                            e = Translation(va, va & ~0xFFF, oa, 3, 4096, perms, ng, asid if ng else None, desc,
-                                            dpa, [(dpa, desc, 3)], [])
                             # NOTE: inlined from Cpu._account for speed (a demand walk of one read)
                             cpu.walks += 1
                             cpu.walk_reads += 1
-                            cpu.cycles += descriptor_read + walk_cache_hit
+                            cycles = cpu.cycles = cpu.cycles + descriptor_read + walk_cache_hit
+                            e = Translation(va, va & ~0xFFF, oa, 3, 4096, perms, ng, asid if ng else None, desc,
+                                            dpa, [(dpa, desc, 3)], [], 0, False, cycles)
                             if machine.walk_observers:
                                 for fn in machine.walk_observers:
                                     fn(cpu, va, e, False)
-                            e.fill_cycle = cpu.cycles
                             # NOTE: inlined from SetAssocTLB.insert for speed: a 4 KB Translation
                             # whose key both lookups above just missed, into L2 and then L1
                             tag = asid if ng else global_tag
@@ -419,8 +420,11 @@ class Cpu:
                                         if not d:
                                             del t.by_tag[evtag]
                                         ev.refs -= 1
-                                        if ev.refs == 0 and t.on_remove is not None:
-                                            t.on_remove(ev)
+                                        if ev.refs == 0:
+                                            # NOTE: inlined from Cpu._entry_left (every TLB's on_remove)
+                                            tlb.lost = True
+                                            if id(ev) in holds:
+                                                cpu._uc_stale = True
                                         counted = True
                                     else:
                                         t._dropped(evk, ev)
@@ -657,7 +661,12 @@ class Cpu:
     def _sys_hook(self, uc, reg, cp, ud) -> int:
         # Runs before QEMU's own access check (docs/unicorn.md §Flushing Unicorn's TLB): at EL0, TLBI/AT/DC/IC go
         # to QEMU, which raises UNDEFINED (or allows the EL0-permitted DC/IC forms).
-        if cp.op0 != 1 or self._raw.el() == 0:
+        if cp.op0 != 1:
+            return 0
+        if cp.crn == 7 and cp.crm in (1, 5):           # IC IALLUIS / IALLU / IVAU (IVAU may run at EL0)
+            self.machine.drop_code_others(self)
+            return 0
+        if self._raw.el() == 0:
             return 0
         op = TLBIOp.from_sys(cp.op1, cp.crn, cp.crm, cp.op2)
         if op is not None:
@@ -667,8 +676,6 @@ class Cpu:
             # QEMU would walk with its MMU view, not the model's (PAR = the VA): serve AT here
             self.uc.reg_write(A.UC_ARM64_REG_CP_REG, SysReg.PAR_EL1.cp_reg + (self.at(cp.op2, cp.val),))
             return 1
-        if cp.crn == 7 and cp.crm in (1, 5):           # IC IALLUIS / IALLU / IVAU
-            self.machine.drop_code_others(self)
         return 0
 
     def _msr_hook(self, uc, reg, cp, ud) -> int:
@@ -812,7 +819,7 @@ class Cpu:
             self.tlb.invalidate(p[0], p[1], p[2])
             p[3] = True
         self.pending = [p for p in pending if p[0].broadcast]
-        if self.tlb.lost:
+        if self._in_guest and self.tlb.lost:
             self._uc_flush()
         if trace is not None:
             trace.add(self.cycles, self.index, Ev.TLBI_DONE, ops=n, reach="local")
@@ -828,8 +835,8 @@ class Cpu:
                 if not (cpu is self and done_here):
                     cpu.tlb.invalidate(op, va, asid)
         # Unicorn's TLB only holds what the model holds: it must forget what the model lost,
-        # here at once (this CPU may be running), the others before they next run (Cpu.run)
-        if self.tlb.lost:
+        # at once if this CPU is running guest code, else before it next runs (Cpu.run)
+        if self._in_guest and self.tlb.lost:
             self._uc_flush()
         trace = self.machine.trace
         if trace is not None:
@@ -904,8 +911,8 @@ class Cpu:
                 run = TLBIRun(mine)
                 runs[len(mine)] = (run, run if len(tables) == len(mine) else TLBIRun(tables))
             cpu.tlb.invalidate_run(*runs[len(mine)])
-        if self.tlb.lost:
-            self._uc_flush()                     # the others flush before they next run (Cpu.run)
+        if self._in_guest and self.tlb.lost:
+            self._uc_flush()                     # else each CPU flushes before it next runs (Cpu.run)
 
     def isb(self) -> None:
         self.events["isb"] += 1
@@ -1040,8 +1047,10 @@ class Cpu:
             self._redecode = False
             self._uc_flush()
         elif self.tlb.lost:
-            self._uc_flush()                # another CPU's TLBI removed entries while this one was stopped
+            self._uc_flush()                # a TLBI removed entries while this CPU was stopped
+        self._in_guest = True
         status = raw.emu_start(pc, count)
+        self._in_guest = False
         hx = self.uc._hook_exception
         if hx is not None:
             self.uc._hook_exception = None
