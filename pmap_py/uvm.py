@@ -18,6 +18,7 @@ CPUs; ``curcpu(p)`` gives the CPU the proc runs on at each step.
 from __future__ import annotations
 
 import bisect
+import gc
 from dataclasses import dataclass, field
 from typing import Callable, Generator
 
@@ -202,6 +203,17 @@ class Uvm:
 
     def _populate(self, cpu, vm: Vmspace, e: MapEntry, contents) -> None:
         """pmap_populate-like: every page mapped with the entry's full protection."""
+        # NOTE: the cyclic collector is held off while a big populate creates its
+        # long-lived objects (pteds, frame records): it would rescan them again and again
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            self._populate_pages(cpu, vm, e, contents)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _populate_pages(self, cpu, vm: Vmspace, e: MapEntry, contents) -> None:
         pm = vm.pmap
         enter = self.ps.pmap_enter
         alloc = self.frames.alloc
