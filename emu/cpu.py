@@ -309,7 +309,6 @@ class Cpu:
         nwords = len(q)
         descriptor_read, walk_cache_hit = self._descriptor_read, self._walk_cache_hit
         recent = self.recent
-        holds = self._uc_holds
         tag_bits, global_tag, tag_mask = _TAG_BITS, GLOBAL_TAG, (1 << _TAG_BITS) - 1
         PERMISSION = FaultKind.PERMISSION
 
@@ -392,15 +391,16 @@ class Cpu:
                             if perms is None:
                                 perms = leaf_perms_cached(desc, we.tattrs, regime.wxn)
                             ng = bool(desc & ATTR_nG)
+                            e = Translation(va, va & ~0xFFF, oa, 3, 4096, perms, ng, asid if ng else None, desc,
+                                            dpa, [(dpa, desc, 3)], [])
                             # NOTE: inlined from Cpu._account for speed (a demand walk of one read)
                             cpu.walks += 1
                             cpu.walk_reads += 1
-                            cycles = cpu.cycles = cpu.cycles + descriptor_read + walk_cache_hit
-                            e = Translation(va, va & ~0xFFF, oa, 3, 4096, perms, ng, asid if ng else None, desc,
-                                            dpa, [(dpa, desc, 3)], [], 0, False, cycles)
+                            cpu.cycles += descriptor_read + walk_cache_hit
                             if machine.walk_observers:
                                 for fn in machine.walk_observers:
                                     fn(cpu, va, e, False)
+                            e.fill_cycle = cpu.cycles
                             # NOTE: inlined from SetAssocTLB.insert for speed: a 4 KB Translation
                             # whose key both lookups above just missed, into L2 and then L1
                             tag = asid if ng else global_tag
@@ -420,11 +420,8 @@ class Cpu:
                                         if not d:
                                             del t.by_tag[evtag]
                                         ev.refs -= 1
-                                        if ev.refs == 0:
-                                            # NOTE: inlined from Cpu._entry_left (every TLB's on_remove)
-                                            tlb.lost = True
-                                            if id(ev) in holds:
-                                                cpu._uc_stale = True
+                                        if ev.refs == 0 and t.on_remove is not None:
+                                            t.on_remove(ev)
                                         counted = True
                                     else:
                                         t._dropped(evk, ev)
@@ -661,12 +658,7 @@ class Cpu:
     def _sys_hook(self, uc, reg, cp, ud) -> int:
         # Runs before QEMU's own access check (docs/unicorn.md §Flushing Unicorn's TLB): at EL0, TLBI/AT/DC/IC go
         # to QEMU, which raises UNDEFINED (or allows the EL0-permitted DC/IC forms).
-        if cp.op0 != 1:
-            return 0
-        if cp.crn == 7 and cp.crm in (1, 5):           # IC IALLUIS / IALLU / IVAU (IVAU may run at EL0)
-            self.machine.drop_code_others(self)
-            return 0
-        if self._raw.el() == 0:
+        if cp.op0 != 1 or self._raw.el() == 0:
             return 0
         op = TLBIOp.from_sys(cp.op1, cp.crn, cp.crm, cp.op2)
         if op is not None:
@@ -676,6 +668,8 @@ class Cpu:
             # QEMU would walk with its MMU view, not the model's (PAR = the VA): serve AT here
             self.uc.reg_write(A.UC_ARM64_REG_CP_REG, SysReg.PAR_EL1.cp_reg + (self.at(cp.op2, cp.val),))
             return 1
+        if cp.crn == 7 and cp.crm in (1, 5):           # IC IALLUIS / IALLU / IVAU
+            self.machine.drop_code_others(self)
         return 0
 
     def _msr_hook(self, uc, reg, cp, ud) -> int:
