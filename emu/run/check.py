@@ -96,7 +96,16 @@ def seed_config(config: dict, seed: int, quantum_jitter: bool = True) -> dict:
     return cfg
 
 
+class FirstViolation(RunEnded):
+    """Ends a checked run at its first violation (the rest of the run cannot undo it)."""
+
+
+def _stop(v) -> None:
+    raise FirstViolation(f"stopped at the first violation ({v.kind.value} on cpu{v.cpu} at cycle {v.cycle})")
+
+
 def _run(cfg: dict, seed: int, trace: Trace | None = None):
+    """(result dict, stopped at a violation?) of one checked run, ended at its first violation."""
     import time
     install()
     cfg = dict(cfg)
@@ -105,19 +114,24 @@ def _run(cfg: dict, seed: int, trace: Trace | None = None):
     t0 = time.perf_counter()
     cfg, m, k = build(cfg, seed)
     m.checker.reproducer = reproducer(cfg, seed)
+    m.checker.on_violation = _stop
     reason = ""
+    stopped = False
     try:
         k.run()
+    except FirstViolation as e:
+        reason, stopped = str(e), True
     except RunEnded as e:
         reason = str(e)
-    return result(cfg, seed, m, k, reason, time.perf_counter() - t0), m
+    return result(cfg, seed, m, k, reason, time.perf_counter() - t0), stopped
 
 
 def check_seed(config: dict, seed: int, quantum_jitter: bool = True) -> dict:
-    """One task: {seed, violations (dicts), completed, reason}."""
+    """One task: {seed, violations (dicts), completed, reason, quantum}; `completed` is
+    False only when a budget ended the run before it finished (not the first violation)."""
     cfg = seed_config(config, seed, quantum_jitter)
-    r, _ = _run(cfg, seed)
-    return {"seed": seed, "violations": r["violations"], "completed": r["outcome"]["completed"],
+    r, stopped = _run(cfg, seed)
+    return {"seed": seed, "violations": r["violations"], "completed": stopped or r["outcome"]["completed"],
             "reason": r["outcome"]["reason"], "quantum": cfg["quantum"]}
 
 
@@ -136,7 +150,7 @@ def trace_excerpt(config: dict, seed: int, violation: dict, quantum_jitter: bool
     """The seed run again with a trace: the events around where the violation was seen."""
     cfg = seed_config(config, seed, quantum_jitter)
     trace = Trace()
-    r, m = _run(cfg, seed, trace)
+    r, _ = _run(cfg, seed, trace)
     again = next((v for v in r["violations"] if (v["kind"], v["cpu"], v["va"]) ==
                   (violation["kind"], violation["cpu"], violation["va"])), None)
     if again is None or again.get("trace_index") is None:
