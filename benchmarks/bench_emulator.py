@@ -8,7 +8,8 @@ shared machine cannot favour either. Prints, for the same guest loops:
      mode) as a ratio to raw Unicorn with no hooks at all, and to raw Unicorn running the
      same instruction-count quanta (Unicorn's count hook alone);
   2. the host cost of one TLB miss served by the model (walk + fill, fast mode) as a ratio
-     to a bare fill hook through the binding's hook_add that returns a fixed mapping, at
+     (median of the per-round ratios) to a bare fill hook through the binding's hook_add
+     that returns a fixed mapping, at
      P pages (no capacity evictions) and 4P pages (L2 evictions); and the floors: the same
      fixed mapping through our own ctypes callback (the least a Python fill hook costs) and
      QEMU's own TLB refill in C (Unicorn with its MMU off: no hook at all);
@@ -170,7 +171,7 @@ def main(argv=None) -> int:
     ap.add_argument("--iterations", type=int, default=2_000_000, help="loop iterations (5 insns each)")
     ap.add_argument("--pages", type=int, default=1000, help="pages touched once each (miss cost); the A72 L2 holds 1024")
     ap.add_argument("--quantum", type=int, default=100_000, help="instructions per emu_start")
-    ap.add_argument("--repeat", type=int, default=7, help="rounds: best (throughput) or median (miss cost) of N")
+    ap.add_argument("--repeat", type=int, default=9, help="rounds: best (throughput) or median (miss cost) of N")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     a = ap.parse_args(argv)
     say = (lambda *args: None) if a.json else print
@@ -206,11 +207,11 @@ def main(argv=None) -> int:
     say(f"armmu instrumented mode              {th['instrumented_mips']:9.3f} M insn/s   "
           f"ratio to raw {th['instrumented_ratio_to_raw']:.5f}")
 
-    # Cost of one miss = marginal time per page: (T(N pages) - T(16 pages)) / (N - 16), each
-    # the median of the rounds, so that emu_start, code translation and setup cancel out.
+    # Cost of one miss = marginal time per page: (T(N pages) - T(16 pages)) / (N - 16) in each
+    # round, so that emu_start, code translation and setup cancel out.
     small = 16
     say(f"\n# TLB misses: marginal cost of one store to a new page, {p} pages (no capacity "
-          f"evictions) and {4 * p} pages (L2 evictions, each flushing Unicorn's TLB); median of {n}")
+          f"evictions) and {4 * p} pages (L2 evictions); medians of {n} rounds")
     out["miss_us"] = {}
     for npages in (p, 4 * p):
         src_n, src_s = TOUCH.replace("{p}", str(npages)), TOUCH.replace("{p}", str(small))
@@ -223,12 +224,16 @@ def main(argv=None) -> int:
             subjects[name] = (lambda mk, s: lambda: mk(s, npages))(make, src_n)
             subjects[name + "_small"] = (lambda mk, s: lambda: mk(s, small))(make, src_s)
         t = interleaved(n, subjects)
-        med = {name: statistics.median(v) for name, v in t.items()}
-        per = {name: (med[name] - med[name + "_small"]) / (npages - small) * 1e6
-               for name in ("qemu_c", "ctypes_hook", "bare_hook", "model", "instrumented")}
+        # per round: the marginal cost of each subject, and its ratio to the baseline of the
+        # same round (timed next to it); figures are medians over the rounds
+        rounds = {name: [(a - b) / (npages - small) * 1e6 for a, b in zip(t[name], t[name + "_small"])]
+                  for name in ("qemu_c", "ctypes_hook", "bare_hook", "model", "instrumented")}
+        per = {name: statistics.median(v) for name, v in rounds.items()}
+        ratio = lambda a, b: statistics.median(x / y for x, y in zip(rounds[a], rounds[b]))
         bare = per["bare_hook"]
-        r = {**per, "model_ratio": per["model"] / bare, "instrumented_ratio": per["instrumented"] / bare,
-             "ctypes_hook_ratio": per["ctypes_hook"] / bare, "model_ratio_to_ctypes_hook": per["model"] / per["ctypes_hook"]}
+        r = {**per, "model_ratio": ratio("model", "bare_hook"), "instrumented_ratio": ratio("instrumented", "bare_hook"),
+             "ctypes_hook_ratio": ratio("ctypes_hook", "bare_hook"),
+             "model_ratio_to_ctypes_hook": ratio("model", "ctypes_hook")}
         out["miss_us"][str(npages)] = r
         say(f"{npages:6d} pages: QEMU's C refill {per['qemu_c']:5.2f} us   ctypes hook {per['ctypes_hook']:5.2f} us   "
               f"bare fill hook {bare:5.2f} us/miss")

@@ -41,7 +41,7 @@ SPECULATION_RATES = {"off": 0.0, "default": 1.0, "aggressive": 20.0}
 
 _X_REGS = [getattr(A, f"UC_ARM64_REG_X{i}") for i in range(29)] + [A.UC_ARM64_REG_X29, A.UC_ARM64_REG_X30]
 
-UC_HOLDS_LIMIT = 1 << 14              # entries handed to Unicorn before a flush resets the count
+UC_HOLDS_LIMIT = 1 << 14              # entries handed to Unicorn before the next run starts with a flush
 
 PAGE_AF = ATTR_AF | 3                  # an L3 page descriptor (bits[1:0] = 11) with the access flag set
 
@@ -309,6 +309,7 @@ class Cpu:
         nwords = len(q)
         descriptor_read, walk_cache_hit = self._descriptor_read, self._walk_cache_hit
         recent = self.recent
+        holds = self._uc_holds
         tag_bits, global_tag, tag_mask = _TAG_BITS, GLOBAL_TAG, (1 << _TAG_BITS) - 1
         PERMISSION = FaultKind.PERMISSION
 
@@ -391,16 +392,15 @@ class Cpu:
                             if perms is None:
                                 perms = leaf_perms_cached(desc, we.tattrs, regime.wxn)
                             ng = bool(desc & ATTR_nG)
-                            e = Translation(va, va & ~0xFFF, oa, 3, 4096, perms, ng, asid if ng else None, desc,
-                                            dpa, [(dpa, desc, 3)], [])
                             # NOTE: inlined from Cpu._account for speed (a demand walk of one read)
                             cpu.walks += 1
                             cpu.walk_reads += 1
-                            cpu.cycles += descriptor_read + walk_cache_hit
+                            cycles = cpu.cycles = cpu.cycles + descriptor_read + walk_cache_hit
+                            e = Translation(va, va & ~0xFFF, oa, 3, 4096, perms, ng, asid if ng else None, desc,
+                                            dpa, [(dpa, desc, 3)], [], 0, False, cycles)
                             if machine.walk_observers:
                                 for fn in machine.walk_observers:
                                     fn(cpu, va, e, False)
-                            e.fill_cycle = cpu.cycles
                             # NOTE: inlined from SetAssocTLB.insert for speed: a 4 KB Translation
                             # whose key both lookups above just missed, into L2 and then L1
                             tag = asid if ng else global_tag
@@ -420,8 +420,11 @@ class Cpu:
                                         if not d:
                                             del t.by_tag[evtag]
                                         ev.refs -= 1
-                                        if ev.refs == 0 and t.on_remove is not None:
-                                            t.on_remove(ev)
+                                        if ev.refs == 0:
+                                            # NOTE: inlined from Cpu._entry_left (every TLB's on_remove)
+                                            tlb.lost = True
+                                            if id(ev) in holds:
+                                                cpu._uc_stale = True
                                         counted = True
                                     else:
                                         t._dropped(evk, ev)
@@ -537,9 +540,10 @@ class Cpu:
         sentinel_page = SENTINEL_PAGE
         mem_size = self.mem.size
         holds = self._uc_holds
-        last_entry = [0, None]                 # Unicorn passes the same stack slot: one object for it
+        last_address, last_entry = 0, None     # Unicorn passes the same stack slot: one object for it
 
         def fill(uch, va: int, access: int, entry: int, ud) -> bool:
+            nonlocal last_address, last_entry
             # called by Unicorn through ctypes: nothing may escape (ucb.hook_failed re-raises it later)
             try:
                 if va == sentinel_page:
@@ -564,12 +568,10 @@ class Cpu:
                     # it too, but any such hook slows every access down by half)
                     cpu._bus_error = (acc, paddr)
                     return False
-                holds[id(e)] = e
-                if len(holds) > UC_HOLDS_LIMIT:
-                    cpu._uc_flush()                 # a flush is always safe; it bounds the bookkeeping
-                if entry != last_entry[0]:
-                    last_entry[0], last_entry[1] = entry, entry_at(entry)
-                ent = last_entry[1]
+                holds[id(e)] = e                    # (bounded by Cpu.run)
+                if entry != last_address:
+                    last_address, last_entry = entry, entry_at(entry)
+                ent = last_entry
                 ent.paddr = paddr
                 perms = e.perms >> 3 if el == 0 else e.perms
                 if acc == 2:
@@ -658,7 +660,12 @@ class Cpu:
     def _sys_hook(self, uc, reg, cp, ud) -> int:
         # Runs before QEMU's own access check (docs/unicorn.md §Flushing Unicorn's TLB): at EL0, TLBI/AT/DC/IC go
         # to QEMU, which raises UNDEFINED (or allows the EL0-permitted DC/IC forms).
-        if cp.op0 != 1 or self._raw.el() == 0:
+        if cp.op0 != 1:
+            return 0
+        if cp.crn == 7 and cp.crm in (1, 5):           # IC IALLUIS / IALLU / IVAU (IVAU may run at EL0)
+            self.machine.drop_code_others(self)
+            return 0
+        if self._raw.el() == 0:
             return 0
         op = TLBIOp.from_sys(cp.op1, cp.crn, cp.crm, cp.op2)
         if op is not None:
@@ -668,8 +675,6 @@ class Cpu:
             # QEMU would walk with its MMU view, not the model's (PAR = the VA): serve AT here
             self.uc.reg_write(A.UC_ARM64_REG_CP_REG, SysReg.PAR_EL1.cp_reg + (self.at(cp.op2, cp.val),))
             return 1
-        if cp.crn == 7 and cp.crm in (1, 5):           # IC IALLUIS / IALLU / IVAU
-            self.machine.drop_code_others(self)
         return 0
 
     def _msr_hook(self, uc, reg, cp, ud) -> int:
@@ -1040,8 +1045,10 @@ class Cpu:
         if self._redecode:
             self._redecode = False
             self._uc_flush()
-        elif self.tlb.lost:
-            self._uc_flush()                # a TLBI removed entries while this CPU was stopped
+        elif self.tlb.lost or len(self._uc_holds) > UC_HOLDS_LIMIT:
+            # a TLBI removed entries while this CPU was stopped; or the record of what Unicorn
+            # was given grew long (a flush is always safe, and resets it)
+            self._uc_flush()
         self._in_guest = True
         status = raw.emu_start(pc, count)
         self._in_guest = False
