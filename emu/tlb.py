@@ -53,13 +53,21 @@ class TLBStats:
     flush_ops: int = 0           # TLBI operations that reached this structure
 
 
-@dataclass(slots=True)
 class BlockSlice(Translation):
     """The naturally aligned part of a block that a TLB holds when it cannot hold the
     block's size (A72 L1: 1 MB of a 2 MB block). It remembers the whole block, because a
     by-VA TLBI anywhere in the block must remove it (the TLBI names the block's VA range,
-    not the slice's)."""
-    block: Translation | None = None
+    not the slice's). It is an entry of its own (own `refs`: the structures holding it),
+    but shares the block's `stale` mark (the checker marks the walk result)."""
+    __slots__ = ("block",)
+
+    @property
+    def stale(self) -> bool:
+        return self.block.stale
+
+    @stale.setter
+    def stale(self, value: bool) -> None:
+        self.block.stale = value
 
     @classmethod
     def of(cls, block: Translation, va: int, shift: int) -> "BlockSlice":
@@ -67,7 +75,10 @@ class BlockSlice(Translation):
         off = (va - block.va_base) & (block.size - 1) & ~(size - 1)
         f = {x.name: getattr(block, x.name) for x in fields(Translation)}
         f.update(va=va, va_base=block.va_base + off, pa_base=block.pa_base + off, size=size, refs=0)
-        return cls(**f, block=block)
+        s = cls.__new__(cls)
+        s.block = block                    # first: Translation.__init__ sets `stale` through it
+        Translation.__init__(s, **f)
+        return s
 
 
 def _block_of(e: Translation) -> Translation:

@@ -294,3 +294,15 @@ def test_a_run_removes_what_one_op_at_a_time_removes(seed):
     n_run = h.invalidate_run(TLBIRun(ops), TLBIRun([o for o in ops if not o[0].last_level]))
     assert n_run == n_one and (n_one > 0 or len(ops) < 3)
     assert _state(h) == _state(one)
+
+
+def test_a_slice_shares_its_blocks_stale_mark():
+    """The checker marks the walk result (the block) stale; a TLB hit on a slice must see it."""
+    t = structure("cortex-a72", "l1d")
+    block = tr(BASE, 2 * MB)
+    t.insert(block, BASE + MB + 0x5000)
+    s = t.probe(BASE + MB, 5)
+    assert s.__class__ is BlockSlice and not s.stale and s.refs == 1 and block.refs == 0
+    block.stale = True
+    assert s.stale
+    assert repr(s).startswith("BlockSlice(")
