@@ -68,7 +68,7 @@ per guest instruction or per TLB hit on a healthy entry.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 from typing import Callable
 

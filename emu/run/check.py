@@ -3,9 +3,9 @@
 A seed changes everything the architecture and the scheduler leave open: the
 interleaving of the CPUs (the scheduler's choices), the speculative walks (where, when)
 and the length of each guest quantum (``quantum_jitter``: each seed draws the quantum
-from [quantum / 2, quantum * 3 / 2)). Each task is a pure function of (configuration,
-seed): ``check_seed`` builds a fresh machine, kernel and checker, runs, and returns the
-violations. ``explore`` runs the seeds on a local process pool (every core by default)
+from [quantum / 2, quantum * 3 / 2]). Each task is a pure function of (configuration,
+seed): ``check_seed`` builds a fresh machine, kernel and checker, runs until the first
+violation (nothing later can undo it) or the end, and returns the violations. ``explore`` runs the seeds on a local process pool (every core by default)
 in batches, in seed order, and stops at the first seed with a violation; that seed is
 run once more with a trace to give the excerpt around the violation.
 
@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from emu.checker import Checker
 from emu.trace import Ev, Trace
 
-from . import DEFAULTS, RunEnded, build, normalize, result
+from pmap_py.kern import KernConfig
+
+from . import RunEnded, build, normalize, result
 from .executor import make_executor
 
-DEFAULT_QUANTUM = 2000                 # the kernel model's default guest quantum (KernConfig)
+DEFAULT_QUANTUM = KernConfig.quantum   # guest instructions per cpu.run call
 BATCH = 16                             # seeds per pool task
 
 
@@ -203,4 +205,4 @@ def explore(config: dict, seeds: int, jobs: int | None = None, first_seed: int =
     return ex
 
 
-__all__ = ["DEFAULTS", "Exploration", "check_seed", "explore", "install", "reproducer", "trace_excerpt"]
+__all__ = ["Exploration", "FirstViolation", "check_seed", "explore", "install", "reproducer", "trace_excerpt"]
