@@ -744,7 +744,8 @@ class Cpu:
     def tlbi(self, op: TLBIOp, xt: int = 0) -> None:
         """Issue a TLBI. A TLBI is only guaranteed complete after a DSB of this CPU: its
         effect on this CPU's TLBs at the next full DSB (NSH or wider), its effect on the
-        other CPUs (IS forms) at the next DSB ISH/OSH/SY (see dsb)."""
+        other CPUs (IS forms) at the next DSB ISH/OSH/SY (see dsb). Xt: VA[55:12] in bits
+        [43:0], the ASID in [63:48] ([55:48] only with 8-bit ASIDs, TCR.AS = 0)."""
         va = tlbi_va(xt) if op.by_va else 0
         asid = tlbi_asid(xt, self.regime.tcr.as16) if op.by_asid else 0
         self.pending.append([op, va, asid, False])      # [op, va, asid, done on this CPU]
@@ -752,10 +753,6 @@ class Cpu:
         self.cycles += self._tlbi_cost(op)
         if self.machine.trace is not None:
             self._trace_tlbi(op, va, asid)
-
-    def _tlbi_operands(self, op: TLBIOp, xt: int) -> tuple[int, int]:
-        """(VA, ASID) named by Xt; the ASID is Xt[55:48] with 8-bit ASIDs (TCR.AS = 0)."""
-        return (tlbi_va(xt) if op.by_va else 0), (tlbi_asid(xt, self.regime.tcr.as16) if op.by_asid else 0)
 
     def _tlbi_cost(self, op: TLBIOp) -> int:
         cost = self.cost
@@ -866,7 +863,7 @@ class Cpu:
         broadcast_seq = cost.dsb_ishst + cost.tlbi_broadcast + ish + cost.isb
         cycles = 0
         for op, xt in flushes:
-            # NOTE: inlined from _tlbi_operands and _tlbi_cost for speed (a teardown's 500,000 flushes)
+            # NOTE: inlined from tlbi() and _tlbi_cost for speed (a teardown's 500,000 flushes)
             ops.append((op, tlbi_va(xt) if op.by_va else 0, tlbi_asid(xt, as16) if op.by_asid else 0))
             per_event[op.event] = per_event.get(op.event, 0) + 1
             if op.broadcast:

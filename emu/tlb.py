@@ -26,18 +26,6 @@ _TAG_BITS = 17
 _TAG_MASK = (1 << _TAG_BITS) - 1
 
 
-def _key(vpn: int, shift: int, tag: int) -> int:
-    return ((vpn << 6 | shift) << _TAG_BITS) | tag
-
-
-def _key_shift(k: int) -> int:
-    return (k >> _TAG_BITS) & 63
-
-
-def _key_vpn(k: int) -> int:
-    return k >> (_TAG_BITS + 6)
-
-
 def _span_id(base: int, shift: int) -> int:
     """Untagged id of a naturally aligned region (a block, or a walk-cache region)."""
     return (base >> shift) << 6 | shift
@@ -474,10 +462,6 @@ class WalkCache:
         self.level_count = [0] * 5
         self.levels: tuple = ()                         # table levels present
         self.stats = TLBStats()
-
-    @staticmethod
-    def _region_shift(level: int) -> int:
-        return _region_shift(level)
 
     def lookup(self, va: int, asid: int, levels: tuple = (3, 2, 1)) -> WalkCacheEntry | None:
         """Deepest cached table for va (L3 table first) among `levels`."""
