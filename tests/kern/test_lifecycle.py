@@ -176,3 +176,90 @@ def test_kernel_lock_held_by_the_reaper_makes_exit_spin(strategy, contended):
         assert exit_loop > zombie_touch            # it got the lock only when the reaper let go
     else:
         assert waits == [] and spins == 0
+
+
+def test_threads_keep_their_registers_and_flags_across_preemption_and_migration(tmp_path):
+    """4 threads on 2 CPUs with a short time slice: each is preempted and moved between
+    CPUs many times (its Unicorn context saved at the switch, restored on the new CPU,
+    NZCV kept in the trapframe) and still computes 1 + 2 + ... + N right, even when a
+    quantum ends between a `cmp` and its `b.ne`. A wrong register or flag -> exit(1)."""
+    n = 3000
+    src = tmp_path / "sum.S"
+    src.write_text(f"""
+#include <armmu/asm.h>
+	ARMMU_REGION heap, 0x20000000, 0x1000, PROT_RW, REGION_POPULATE
+	ARMMU_REGION stack, 0x7fffff0000, 0x8000, PROT_RW, REGION_POPULATE
+	.text
+	.globl	_start
+_start:
+	MOV48	x9, 0x7fffff8000
+	mov	sp, x9
+	MOV48	x20, 0x20000000            // +0: struct __tfork, +64: DONE[i], +128: COUNT[i]
+	mov	x19, #1
+spawn:
+	cmp	x19, #4
+	b.eq	work
+	str	xzr, [x20]
+	str	xzr, [x20, #8]
+	MOV48	x9, 0x7fffff8000
+	sub	x9, x9, x19, lsl #13
+	str	x9, [x20, #16]
+	mov	x0, x20
+	mov	x1, #TFORK_PARAM_SIZE
+	SYSTRAP	SYS___tfork
+	b.cs	bad
+	cbz	x0, child
+	add	x19, x19, #1
+	b	spawn
+child:	mov	x24, x19                  // my index, kept in a register all along
+	b	1f
+work:	mov	x24, #0
+1:	add	x25, x20, #128
+	add	x25, x25, x24, lsl #3     // &COUNT[me]
+	mov	x21, #0
+	mov	x22, #0
+loop:	add	x21, x21, #1
+	cmp	x21, x21                  // Z = C = 1 ...
+	add	x22, x22, x21
+	ldr	x9, [x25]
+	add	x9, x9, #1
+	str	x9, [x25]
+	b.ne	bad                       // ... still, whatever quantum ended in between
+	b.cc	bad
+	cmp	x21, #{n}
+	b.ne	loop
+	MOV32	x23, {n * (n + 1) // 2}
+	cmp	x22, x23
+	b.ne	bad
+	add	x9, x20, #64
+	mov	x10, #1
+	str	x10, [x9, x24, lsl #3]
+	cbnz	x24, 3f
+2:	ldr	x10, [x20, #72]           // main: wait for DONE[1..3]
+	ldr	x11, [x20, #80]
+	ldr	x12, [x20, #88]
+	and	x10, x10, x11
+	and	x10, x10, x12
+	cbnz	x10, check
+	SYSTRAP	SYS_sched_yield
+	b	2b
+3:	SYSTRAP	SYS_sched_yield           // siblings linger until exit kills them
+	b	3b
+check:	mov	x13, #0                   // every thread counted exactly its own N iterations
+4:	add	x9, x20, #128
+	ldr	x10, [x9, x13, lsl #3]
+	cmp	x10, #{n}
+	b.ne	bad
+	add	x13, x13, #1
+	cmp	x13, #4
+	b.ne	4b
+	mov	x0, #0
+	SYSTRAP	SYS_exit
+bad:	mov	x0, #1
+	SYSTRAP	SYS_exit
+""")
+    res, m, k = go(guest=str(src), strategy="purge", cpus=2, pages=1, quantum=7, slice_cycles=400, seed=3,
+                   budgets={"max_insns": 2_000_000})
+    assert res["outcome"]["completed"], res["outcome"]["reason"]
+    assert res["processes"][0]["status"] == 0
+    assert res["events"]["context_switches"] > 50
