@@ -1,8 +1,8 @@
 """`armmu sweep`: a grid of pages / threads / cpus / procs / cores x strategies x seeds.
 
 Every point is one run (a pure function of its configuration and seed) on the executor.
-Results go to OUT/sweep.json (every finished point, rewritten atomically after each one,
-so an interrupted sweep loses nothing finished), OUT/sweep.csv and one PNG per measure
+Results go to OUT/sweep.json (the finished points, rewritten atomically at most once a
+second while running and once more on any exit, so an interrupted sweep keeps them), OUT/sweep.csv and one PNG per measure
 and varying axis. Re-running with the same OUT skips the points already there (keyed
 by configuration and seed).
 """
@@ -13,6 +13,7 @@ import io
 import itertools
 import json
 import sys
+import time
 from pathlib import Path
 
 from ..run import DEFAULTS, LIMITS, SPECULATE, RunError
@@ -26,6 +27,7 @@ AXES = ("pages", "threads", "cpus", "procs", "core")
 MEASURES = (("teardown", "teardown cycles"), ("exit_latency", "exit latency (cycles)"),
             ("process_sys", "process sys cycles"), ("reaper", "reaper cycles"))
 MAX_POINTS = 100_000
+SAVE_EVERY = 1.0                       # seconds between saves of sweep.json while running
 COLUMNS = ("workload", "strategy", "pages", "threads", "cpus", "procs", "core", "speculate", "seed",
            "total", "exit_latency", "teardown", "process_sys", "process_user", "reaper",
            "VAE1IS", "ASIDE1IS", "VAALE1IS", "VMALLE1IS", "dsb", "isb", "ttbr_writes", "context_switches",
@@ -211,14 +213,18 @@ def _sweep(args, grid, seeds, points, ex) -> int:
         from tqdm import tqdm
         bar = tqdm(total=len(todo), desc="sweep", unit="run", file=sys.stderr,
                    disable=None if not args.progress else False)
+        saved = time.monotonic()
         try:
             tasks = [(cfg, s, not args.no_check) for _, cfg, s in todo]
             for i, row in ex.as_completed(sweep_task, tasks):
                 rows[todo[i][0]] = row
-                save()
                 bar.update(1)
+                if time.monotonic() - saved >= SAVE_EVERY:
+                    save()
+                    saved = time.monotonic()
         finally:
             bar.close()
+            save()                              # interrupted or not: every finished point is kept
     ordered = save()
     write_text(out / "sweep.csv", to_csv(ordered))
     made = plots(ordered, grid, out)
