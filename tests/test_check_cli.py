@@ -97,6 +97,8 @@ def test_check_json_summary(capsys):
     (["--workload", "no-such"], "no-such"),
     (["--cpus", "0"], "cpus"),
     (["--first-seed", "-1"], "--first-seed"),
+    (["--quantum", "0"], "--quantum"),
+    (["--core", "no-such-core"], "no-such-core"),
 ])
 def test_check_bad_input_is_one_line_and_exit_2(capsys, argv, word):
     rc, out, err = run_cli(capsys, "check", "--jobs", "1", *argv)

@@ -33,6 +33,8 @@ def cmd_check(args) -> int:
         raise BadInput(f"--seeds {args.seeds}: must be 1 or more")
     if args.first_seed < 0:
         raise BadInput(f"--first-seed {args.first_seed}: must be 0 or more")
+    if args.quantum is not None and args.quantum < 2:
+        raise BadInput(f"--quantum {args.quantum}: must be 2 or more (each seed draws from [Q/2, 3Q/2])")
     if args.json not in (None, "-"):
         check_writable(args.json, "--json")
     cfg = {"workload": args.workload, "strategy": args.strategy, "pages": args.pages, "threads": args.threads,
