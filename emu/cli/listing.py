@@ -10,10 +10,14 @@ def cmd_list(args) -> int:
     from ..run.workloads import WORKLOADS
     print("core presets:")
     for name in list_presets():
-        print(f"  {name:<14} {load_preset(name).description}")
+        p = load_preset(name)
+        print(f"  {name:<14} {p.description}")
+        print(f"  {'':<14} {p.freq_ghz} GHz, {p.asid_bits}-bit ASIDs, L2 TLB {p.l2.entries}x{p.l2.ways}-way"
+              + (", TLBI repeated (erratum 1286807)" if p.repeat_tlbi else "") + f", {p.ci_flush_bp}")
     print("workloads (armmu run --workload W):")
     for w in WORKLOADS.values():
         print(f"  {w.name:<14} {w.summary}")
+        print(f"  {'':<14} options: {w.params}")
     print("exit strategies (armmu run --strategy S):")
     for name, summary in strategies.describe().items():
         print(f"  {name:<14} {summary}")

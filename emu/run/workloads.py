@@ -20,6 +20,7 @@ class Workload:
     summary: str
     build: Callable          # cfg -> (Image, {region: populate}, extra populated heap pages)
     threaded: bool = False
+    params: str = "--pages N"  # the armmu run options it reads (for armmu list)
 
 
 def _touch(cfg):
@@ -64,17 +65,17 @@ def _guest_file(cfg):
 
 WORKLOADS: dict[str, Workload] = {w.name: w for w in (
     Workload("touch", "one process maps N pages (populated), touches them (or --touch of them) and exits",
-             _touch),
+             _touch, params="--pages N (populated), --touch K (stored to; default N), --procs P"),
     Workload("threads", "T threads touch their share of N pages and linger (sched_yield); main calls exit",
-             _threads(0), True),
+             _threads(0), True, "--pages N (shared out), --threads T, --procs P"),
     Workload("threxit", "T-1 threads __threxit after their share; main waits for them, then exits",
-             _threads(1), True),
+             _threads(1), True, "--pages N (shared out), --threads T, --procs P"),
     Workload("spin", "T-1 siblings spin in user mode reading one page while main touches N pages and exits",
-             _spin, True),
+             _spin, True, "--pages N, --threads T (T-1 spinners), --procs P"),
     Workload("storm", "P processes of T threads (N pages each process) exit at once: the reaper is shared",
-             _storm, True),
+             _storm, True, "--procs P, --threads T, --pages N (per process)"),
     Workload("sparse", "N pages 2 MiB apart (one per L3 table, demand-faulted): table frames dominate",
-             _sparse),
+             _sparse, params="--pages N (one per 2 MiB), --procs P"),
 )}
 
 
