@@ -1049,9 +1049,8 @@ class Cpu:
         self._in_guest = True
         status = raw.emu_start(pc, count)
         self._in_guest = False
-        hx = self.uc._hook_exception
+        hx = raw.take_hook_exception()
         if hx is not None:
-            self.uc._hook_exception = None
             raise hx
         new_pc = raw.pc()
         if status != ucb.UC_ERR_OK:

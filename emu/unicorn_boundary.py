@@ -100,6 +100,12 @@ class Raw:
         self.uc._hook_exception = None
         return uclib.uc_emu_start(self.uch, begin, SENTINEL, 0, count)
 
+    def take_hook_exception(self) -> BaseException | None:
+        """The first exception a hook raised in the last run (the binding keeps it in a
+        private attribute), cleared."""
+        hx, self.uc._hook_exception = self.uc._hook_exception, None
+        return hx
+
     def pc(self) -> int:
         uclib.uc_reg_read(self.uch, A.UC_ARM64_REG_PC, self._u64_ref)
         return self._u64.value

@@ -500,3 +500,28 @@ def test_miss_path_keeps_tlb_indexes_consistent(replacement):
     # except what the 16-entry L2 still held; LRU L2 over a cyclic sweep of 40 > 16 holds none
     if replacement == "lru":
         assert cpu.tlb.dtlb.stats.misses == 3 * n and cpu.tlb.l2.stats.hits == 0
+
+
+# ---------------------------------------------------------------- the Unicorn boundary
+@pytest.mark.parametrize("version", ["2.2.0", "2.0.1", "1.0.3"])
+def test_untested_unicorn_version_is_refused_with_a_clear_message(version):
+    from emu.unicorn_boundary import UnsupportedUnicorn, check_version
+    with pytest.raises(UnsupportedUnicorn, match=f"armmu needs Unicorn 2.1.x .*found {version}"):
+        check_version(version)
+    check_version("2.1.4")
+
+
+def test_exception_in_the_fill_hook_reaches_the_caller(one):
+    """Our ctypes fill callback has no binding wrapper: an exception raised while serving a
+    miss (here by a walk observer) must stop the run and be raised by Cpu.run."""
+    m, t, cpu = one
+    load(t, "_start:\n nop\n svc #0\n")
+
+    def observer(c, va, r, speculative):
+        raise RuntimeError("observer failed")
+    m.walk_observers.append(observer)
+    cpu.set_el(0)
+    with pytest.raises(RuntimeError, match="observer failed"):
+        cpu.run(100, pc=CODE)
+    m.walk_observers.clear()
+    assert cpu.run(100, pc=CODE).kind is StopKind.SVC
