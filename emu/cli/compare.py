@@ -15,7 +15,6 @@ from .common import BadInput
 from .files import check_writable, save_figure, write_json
 from .session import checked
 
-OPENBSD = ("legacy-reaper", "reaper", "purge-naive", "purge")   # the four OpenBSD revisions' paths
 COMPARE_DEFAULTS = {"workload": "threads", "pages": 4096, "threads": 4, "cpus": 4, "procs": 1}
 TLBI_ORDER = ("VAE1IS", "ASIDE1IS", "VAALE1IS", "VMALLE1IS")
 CYCLE_ROWS = (("teardown cycles", "teardown"), ("exit latency", "exit_latency"),
@@ -43,8 +42,17 @@ def rows_of(results: dict) -> list[tuple[str, dict]]:
     return rows
 
 
+def eligible(results: dict) -> set:
+    """Whose values can be best: completed runs of strategies meant to be safe (an unsafe
+    variant's cycles are not a result to aim for), or every completed run if none is safe."""
+    from pmap_py import strategies
+    done = {s for s, r in results.items() if r["outcome"]["completed"]}
+    safe = {s for s in done if strategies.get(s).safe}
+    return safe or done
+
+
 def best_of(values: dict, completed: set) -> set:
-    """The strategies holding a row's lowest value among completed runs (none if all tie)."""
+    """The strategies holding a row's lowest value among `completed` (none if all tie)."""
     vals = {s: v for s, v in values.items() if s in completed}
     if len(set(vals.values())) <= 1:
         return set()
@@ -54,17 +62,18 @@ def best_of(values: dict, completed: set) -> set:
 
 def format_table(results: dict) -> str:
     names = list(results)
-    completed = {s for s, r in results.items() if r["outcome"]["completed"]}
-    width = max(10, *(len(s) + 1 for s in names))
-    head = f"{'':<20}" + "".join(f"{s:>{width + 1}}" for s in names)
+    completed = eligible(results)
+    width = max(10, *(len(s) for s in names))
+    head = f"{'':<20}" + "".join(f"{s:>{width}} " for s in names)
     lines = [head, "-" * len(head)]
     for row, values in rows_of(results):
         best = best_of(values, completed)
         cells = "".join(f"{values[s]:>{width},}" + ("*" if s in best else " ") for s in names)
         lines.append(f"{row:<20}{cells}")
-    stopped = [s for s in names if s not in completed]
+    stopped = [s for s, r in results.items() if not r["outcome"]["completed"]]
     lines.append("-" * len(head))
-    lines.append("* lowest of the row (exit path: first exit1 to the last reap); "
+    among = " among the safe strategies" if len(completed) < len(names) - len(stopped) else ""
+    lines.append(f"* lowest of the row{among} (exit path: first exit1 to the last reap); "
                  + (f"not completed: {', '.join(stopped)}" if stopped else "every run completed"))
     return "\n".join(lines)
 
@@ -77,7 +86,9 @@ def reading(results: dict, cfg: dict) -> str:
     """One paragraph generated from the numbers: who is cheapest and why, who pays, latency,
     safety."""
     from pmap_py import strategies
-    done = {s: r for s, r in results.items() if r["outcome"]["completed"]}
+    ok = eligible(results)
+    done = {s: r for s, r in results.items() if s in ok}
+    unsafe = [s for s, r in results.items() if r["outcome"]["completed"] and s not in ok]
     parts = []
     if len(done) >= 2:
         td = {s: r["cycles"]["teardown"] for s, r in done.items()}
@@ -107,6 +118,12 @@ def reading(results: dict, cfg: dict) -> str:
         if lat[lo_l] != lat[hi_l]:
             parts.append(f"Exit latency (exit syscall to reapable) is lowest under {lo_l} ({lat[lo_l]:,} cycles) "
                          f"and highest under {hi_l} ({lat[hi_l]:,}, {_pct(lat[hi_l], lat[lo_l])}).")
+    if unsafe and "purge" in done:
+        ref = done["purge"]["cycles"]["teardown"]
+        spread = max(abs(results[s]["cycles"]["teardown"] - ref) for s in unsafe) * 100 / max(1, ref)
+        parts.append(f"The unsafe variants ({', '.join(unsafe)}) tear down within {spread:.1f}% of purge's "
+                     f"cycles: the wait or flush they skip saves almost nothing; what it costs is safety, "
+                     f"which `armmu check --strategy S --seeds N` explores.")
     flagged = {s: r["violations"] for s, r in results.items() if r["violations"]}
     if flagged:
         told = []
@@ -159,7 +176,7 @@ def plot(results: dict, cfg: dict, path: str) -> None:
 def parse_strategies(text: str | None) -> list[str]:
     from pmap_py import strategies
     if not text:
-        return list(OPENBSD)
+        return list(strategies.OPENBSD)
     if text == "all":
         return strategies.names()
     names = [s.strip() for s in text.split(",") if s.strip()]
@@ -233,14 +250,14 @@ def _wrap(text: str) -> str:
 
 
 def report(results: dict, cfg: dict, text: str) -> dict:
-    completed = {s for s, r in results.items() if r["outcome"]["completed"]}
+    ok = eligible(results)
     rows = rows_of(results)
     return {"schema": 1, "command": "compare",
             "config": {k: cfg[k] for k in ("workload", "cpus", "threads", "procs", "pages", "core",
                                            "speculate", "seed")},
             "strategies": list(results),
             "table": {row: values for row, values in rows},
-            "best": {row: sorted(best_of(values, completed)) for row, values in rows},
+            "best": {row: sorted(best_of(values, ok)) for row, values in rows},
             "reading": text,
             "results": results}
 
@@ -258,8 +275,8 @@ def add_parser(sub) -> None:
                    help=f"bundled workload (armmu list; default {COMPARE_DEFAULTS['workload']}), e.g. --workload storm")
     c.add_argument("--guest", metavar="FILE", help="your own guest: a .S/.c source or a static AArch64 ELF")
     c.add_argument("--strategies", metavar="S1,S2",
-                   help=f"comma-separated strategies, or 'all' (default the OpenBSD ones: {','.join(OPENBSD)}); "
-                        "e.g. --strategies reaper,purge,linux")
+                   help="comma-separated strategies, or 'all' (default: every OpenBSD one, the four "
+                        "revisions and the four unsafe variants); e.g. --strategies reaper,purge,linux")
     c.add_argument("--strategy-file", metavar="FILE.py", help="a Python file registering your own strategies")
     c.add_argument("--pages", type=int, default=COMPARE_DEFAULTS["pages"], metavar="N",
                    help="pages the workload maps and touches (default 4096), e.g. --pages 65536")

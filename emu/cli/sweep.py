@@ -19,7 +19,7 @@ from pathlib import Path
 from ..run import DEFAULTS, LIMITS, SPECULATE, RunError
 from ..run.executor import EXECUTORS, make_executor
 from .common import BadInput, parse_int
-from .compare import OPENBSD, parse_strategies
+from .compare import parse_strategies
 from .files import check_writable, save_figure, write_json, write_text
 from .session import checked
 
@@ -248,7 +248,7 @@ def add_parser(sub) -> None:
     s.add_argument("--workload", default=DEFAULTS["workload"], metavar="W",
                    help="bundled workload (default threads), e.g. --workload storm")
     s.add_argument("--strategies", metavar="S1,S2",
-                   help=f"comma-separated strategies or 'all' (default {','.join(OPENBSD)})")
+                   help="comma-separated strategies or 'all' (default: every OpenBSD one)")
     s.add_argument("--strategy-file", metavar="FILE.py", help="a Python file registering your own strategies")
     s.add_argument("--pages", default="64", metavar="LIST", help="e.g. --pages 64,1024 or --pages 1..262144*4")
     s.add_argument("--threads", default=str(DEFAULTS["threads"]), metavar="LIST", help="e.g. --threads 1,4,16")
