@@ -6,7 +6,9 @@ The outer layer: composes the machine (emu), the kernel model and a strategy
 ``config`` keys (defaults in DEFAULTS): workload | guest (a .S file), strategy,
 pages, threads, cpus, procs, core, speculate; optional: touch (pages the touch
 guest stores to, default all), populate, thread_exit, main_wait, jobs (processes
-the shell runs at once; the next starts when one is reaped), quantum,
+the shell runs at once; the next starts when one is reaped), unlocked_exit (threads
+exit without the kernel lock: KernConfig.unlocked_exit), irq_prob (seeded interrupts
+between kernel steps: KernConfig.irq_prob), quantum,
 slice_cycles, mem_mb, strategy_file, trace (a Trace to fill), budgets
 (max_insns, max_steps, max_cycles, max_faults).
 
@@ -127,6 +129,9 @@ def build(config: dict, seed: int = 0):
     for key in ("quantum", "slice_cycles", "jobs"):
         if cfg.get(key):
             setattr(kc, key, int(cfg[key]))
+    kc.unlocked_exit = bool(cfg.get("unlocked_exit"))
+    if cfg.get("irq_prob"):
+        kc.irq_prob = float(cfg["irq_prob"])
     kc.max_faults = 4 * cfg["procs"] * (cfg["pages"] + 64) + 2_000
     for key, v in (cfg.get("budgets") or {}).items():
         setattr(kc, key, int(v))

@@ -39,7 +39,8 @@ def _workload(k, pr) -> bool:
 
 
 def exit1(k, p: Proc, xexit: int, xsig: int, flags: int) -> Generator:
-    """Entered with the kernel lock held; never returns."""
+    """Entered with the kernel lock held (unless KernConfig.unlocked_exit, for threads);
+    never returns."""
     pr = p.p_p
     cpu = k.curcpu(p)
     p.p_flag |= PFlag.P_WEXIT
@@ -83,9 +84,12 @@ def exit1(k, p: Proc, xexit: int, xsig: int, flags: int) -> Generator:
     # 9. a thread detaches from its process
     if not p.is_main:
         yield from k.strategy.thread_exit(k, p)
+        cpu = k.curcpu(p)
+        cpu.charge(cpu.cost.lock_acquire, "lock_acquire")        # ps_mtx
         pr.ps_exitcnt -= 1
         if pr.ps_threadcnt + pr.ps_exitcnt == 1:
             k.wakeup(("thrdeath", pr.ps_pid), p)
+        yield STEP                                  # the main thread may see it from here on
     # 10. cpu_exit / pmap_deactivate, sched_exit
     if pr.ps_vmspace is not None:
         yield from k.strategy.cpu_exit(k, p)

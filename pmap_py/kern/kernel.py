@@ -59,6 +59,18 @@ class KernConfig:
     max_faults: int = 100_000        # faults taken by guest code, all threads
     maxthread: int = 256             # threads per process (__tfork beyond: EAGAIN)
     jobs: int = 0                    # processes the shell runs at once (0: all)
+    # Threads leave through exit1 without the kernel lock (the unwinding of
+    # single_thread_check and __threxit), as an unlocked exit1 would: then nothing holds
+    # the main thread back between a sibling's ps_exitcnt-- and its pmap_deactivate, the
+    # window pmap_purge's spin is for. False: kern_sig.c's KERNEL_LOCK(); exit1(...).
+    unlocked_exit: bool = False
+    # Interrupts (clock, IPIs) taken between kernel steps: with probability irq_prob a
+    # step is followed by a handler of irq_cycles (a seeded uniform range). Off by
+    # default (the counts tests derive by hand assume none); schedule exploration turns
+    # it on so that short windows (a sibling between ps_exitcnt-- and pmap_deactivate)
+    # sometimes stretch, as they do on real machines.
+    irq_prob: float = 0.0
+    irq_cycles: tuple = (500, 5000)
 
 
 @dataclass(eq=False)
@@ -401,6 +413,10 @@ class Kernel:
             return
         teardown = p.p_teardown
         self._kernel_step(ci, p)
+        if self.cfg.irq_prob and self.rng.random() < self.cfg.irq_prob:
+            lo, hi = self.cfg.irq_cycles
+            cpu.charge(cpu.cost.exception_entry + self.rng.randint(lo, hi) + cpu.cost.exception_return,
+                       "interrupts")
         delta = cpu.cycles - before
         p.p_tally.sys += delta
         if teardown or p.p_teardown:
@@ -551,7 +567,8 @@ class Kernel:
         p.p_ast = False
         pr = p.p_p
         if pr.ps_flags & PsFlag.PS_SINGLEEXIT and pr.ps_single is not p:
-            yield from self.kernel_lock.acquire(p)
+            if not self.cfg.unlocked_exit:
+                yield from self.kernel_lock.acquire(p)
             yield from kexit.exit1(self, p, 0, 0, kexit.EXIT_THREAD_NOCHECK)
             return
         yield PREEMPT

@@ -106,7 +106,8 @@ def sys_exit(k, p, args, svc_va, resume) -> Generator:
 
 def sys___threxit(k, p, args, svc_va, resume) -> Generator:
     notdead = args[0]
-    yield from k.kernel_lock.acquire(p)
+    if not k.cfg.unlocked_exit:
+        yield from k.kernel_lock.acquire(p)
     if notdead and not copyout(k, p, notdead, bytes(NOTDEAD_SIZE)):
         yield from kexit.sigexit(k, p, 11, f"{p} killed by signal 11: __threxit's notdead {notdead:#x} "
                                            f"is not writable")

@@ -263,3 +263,30 @@ bad:	mov	x0, #1
     assert res["outcome"]["completed"], res["outcome"]["reason"]
     assert res["processes"][0]["status"] == 0
     assert res["events"]["context_switches"] > 50
+
+
+def _purge_vs_deactivates(strategy, seed):
+    t = Trace()
+    res, m, k = go(workload="spin", strategy=strategy, pages=16, cpus=4, threads=4, seed=seed, trace=t,
+                   unlocked_exit=True, irq_prob=0.3)
+    assert res["outcome"]["completed"] and res["exit_events"]["tlbi"]["ASIDE1IS"] == 4
+    pm = k.workload[0].ps_pmap.pm_name
+    ops = [f["op"] for _, _, kind, f in t.records
+           if kind is Ev.KERNEL and f.get("pmap") == pm and f["op"] in ("pmap_purge", "pmap_deactivate")]
+    return ops.index("pmap_purge"), [i for i, op in enumerate(ops) if op == "pmap_deactivate"]
+
+
+def test_unlocked_exit_makes_pmap_purge_wait_and_nowait_race():
+    """With threads leaving exit1 unlocked and interrupts stretching kernel steps, a
+    sibling can still be between ps_exitcnt-- and pmap_deactivate when the main thread
+    reaches pmap_purge: purge then spins until every deactivate is done (so its flush
+    always comes after them), purge-nowait flushes before some of them."""
+    seeds = range(12)
+    for seed in seeds:
+        purge_at, deacts = _purge_vs_deactivates("purge", seed)
+        assert all(d < purge_at for d in deacts[:3])          # the 3 siblings' deactivates
+    raced = 0
+    for seed in seeds:
+        purge_at, deacts = _purge_vs_deactivates("purge-nowait", seed)
+        raced += any(d > purge_at for d in deacts)
+    assert raced >= 1
