@@ -29,8 +29,9 @@ from .tlb import _TAG_BITS, GLOBAL_TAG, SetAssocTLB, TLBHierarchy, TLBIRun, Walk
 from .tlbi import DSB_OPTION_SCOPE, Scope, TLBIOp, dsb_option, tlbi_asid, tlbi_va
 from .trace import Ev
 from .descriptors import ATTR_AF, ATTR_nG, OA_MASK
+# (the walker's permission memo and its key bits, shared with the walk inlined in Cpu._build_translate)
 from .walker import (_LEAF_PERM_BITS as LEAF_PERM_BITS, _WXN_KEY as WXN_KEY, _leaf_perms_cached as leaf_perms_cached,
-                     _perm_memo as perm_memo, FSC_BASE, Access, Fault, FaultKind, Regime, Translation, untagged, walk,
+                     _perm_memo as perm_memo, Access, Fault, FaultKind, Regime, Translation, untagged, walk,
                      walk_l3)
 
 SENTINEL = ucb.SENTINEL                # emu_start's `until` (see unicorn_boundary)
