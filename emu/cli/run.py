@@ -52,7 +52,10 @@ def cmd_run(args) -> int:
     cfg = {"workload": args.workload, "guest": args.guest, "strategy": args.strategy, "pages": args.pages,
            "threads": args.threads, "cpus": args.cpus, "procs": args.procs, "core": args.core,
            "speculate": args.speculate, "touch": args.touch, "strategy_file": args.strategy_file,
-           "quantum": args.quantum}
+           "quantum": args.quantum, "jobs": args.jobs, "unlocked_exit": args.unlocked_exit or None,
+           "irq_prob": args.irq_prob}
+    if args.irq_prob is not None and not 0.0 <= args.irq_prob <= 1.0:
+        raise RunError(f"--irq-prob {args.irq_prob}: must be a probability from 0 to 1")
     if args.guest and args.workload:
         raise RunError("give --workload or --guest, not both")
     trace_options(args)
@@ -99,6 +102,12 @@ def add_parser(sub) -> None:
                    help="guest instructions per quantum (default 2000; armmu check draws one per seed)")
     r.add_argument("--speculate", choices=SPECULATE, default=DEFAULTS["speculate"],
                    help="speculative TLB fills (default off)")
+    r.add_argument("--jobs", type=int, metavar="J",
+                   help="processes the shell runs at once; the next starts when one is reaped (default all)")
+    r.add_argument("--unlocked-exit", action="store_true",
+                   help="threads leave exit1 without the kernel lock (the window pmap_purge's spin is for)")
+    r.add_argument("--irq-prob", type=float, metavar="P",
+                   help="probability of an interrupt after each kernel step (stretches short windows)")
     r.add_argument("--json", nargs="?", const="-", metavar="FILE",
                    help="the result dict (schema 1) as JSON: printed, or written whole to FILE "
                         "(e.g. --json out.json)")
