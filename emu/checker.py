@@ -146,6 +146,7 @@ class Fill:
     range: str
     start: tuple                # where its walk started: (walk-cache level or 0, first read PA,
                                 # walk-cache entry's fill cycle, ownership claim of that table)
+    seq: int | None             # trace records before the fill (when tracing): event order
     reported: int = 0           # bit per ViolationKind already reported for it
 
 
@@ -268,35 +269,48 @@ class Checker:
                 f"{f.then} at the fill")
 
     def _last_tlbi(self, f: Fill) -> str:
-        """Which TLBI could have removed the entry, from the trace when there is one."""
+        """Which TLBI could have removed the entry, and when it came, from the trace when
+        there is one (a TLBI issued before the fill cannot remove it)."""
         trace = self.machine.trace
         e = f.e
+        tag = "" if e.asid is None else f" {e.asid:#x}"
         if trace is None:
-            return ("No TLBI that covers it (VAE1IS for this VA or ASIDE1IS for its ASID) completed after "
-                    "the fill: any such flush came before the entry was (re)filled, or none was issued.")
-        last = None
-        for cycle, ci, kind, fl in trace.records:
+            return (f"No TLBI that covers it (ASIDE1IS{tag}, or VAE1IS for this VA) completed after the fill: "
+                    f"any such flush came before the entry was (re)filled, or none was issued.")
+        # (record index, cycle, cpu, mnemonic) of the last TLBI of each scope; "before the fill"
+        # is by event order, since the CPUs' clocks need not agree
+        by_asid = everything = page = None
+        for i, (cycle, ci, kind, fl) in enumerate(trace.records):
             if kind is not Ev.TLBI:
                 continue
             op = fl["op"]
             if not op.endswith("IS") and ci != f.cpu:
                 continue
             if op.startswith("VMALL"):
-                last = (cycle, ci, op)
+                everything = (i, cycle, ci, op)
             elif op.startswith("ASIDE1") and e.asid is not None and fl.get("asid") == e.asid:
-                last = (cycle, ci, f"{op} {e.asid:#x}")
+                by_asid = (i, cycle, ci, f"{op} {e.asid:#x}")
             elif op.startswith("VA") and fl.get("va", -1) >> 12 == e.va_base >> 12 and (
                     op.startswith("VAA") or e.asid is None or fl.get("asid") == e.asid):
-                last = (cycle, ci, f"{op} {e.va_base:#x}")
-        if last is None:
-            return ("No TLBI that covers it (VAE1IS for this VA, ASIDE1IS for its ASID, VMALLE1IS) was issued "
-                    "in the whole run: the flush was skipped.")
-        cycle, ci, op = last
-        if cycle <= e.fill_cycle:
-            return (f"The last TLBI that covers it, {op} by cpu{ci} at cycle {cycle}, came before this fill: "
-                    f"the flush was too early, the tables were still reachable and the entry was refilled.")
-        return (f"The last TLBI that covers it, {op} by cpu{ci} at cycle {cycle}, was issued after the fill "
-                f"but has not completed on cpu{f.cpu} (no DSB yet).")
+                page = (i, cycle, ci, f"{op} {e.va_base:#x}")
+        seq = f.seq if f.seq is not None else len(trace.records)
+
+        def when(t) -> str:
+            i, cycle, ci, op = t
+            if i < seq:
+                return f"{op} by cpu{ci} at cycle {cycle}, before this fill (too early: the entry was refilled)"
+            return f"{op} by cpu{ci} at cycle {cycle}, after the fill but not completed on cpu{f.cpu} (no DSB yet)"
+        out = []
+        if e.asid is not None:
+            out.append(f"The last ASIDE1IS{tag} was {when(by_asid)}." if by_asid is not None else
+                       f"No ASIDE1IS{tag} was issued in the whole run: the ASID flush that removes it is missing.")
+        # flushes of everything or of this page matter only if they came after the fill
+        for t in (everything, page):
+            if t is not None and t[0] >= seq:
+                out.append(f"A later {when(t)}.")
+        if e.asid is None and not out:
+            out.append("No TLBI for this page (nor VMALLE1IS) was issued after the fill.")
+        return " ".join(out)
 
     # ------------------------------------------------------------------ TTBR / TCR writes
     def _set_roots(self, cpu) -> None:
@@ -436,7 +450,9 @@ class Checker:
         self._fills += 1
         frame = r.pa_base & ~0xFFF
         then = finfo.get(frame >> 12, FREE_INFO)
-        f = Fill(r, ci, frame, then, space, KERNEL if sel else USER, start)
+        trace = self.machine.trace
+        f = Fill(r, ci, frame, then, space, KERNEL if sel else USER, start,
+                 len(trace.records) if trace is not None else None)
         self._by_id[id(r)] = f
         if r.size == 4096:
             lst = self._by_frame.get(frame)
@@ -526,7 +542,12 @@ class Checker:
         e = f.e
         now = self.frames.info(f.frame)
         sel = 1 if f.range is KERNEL else 0
-        enabled = f"{_TTBR[sel]} ({self._root[ci][sel] or 'unmanaged'}) is enabled"
+        root = self._root[ci][sel]
+        if root is not None and root.kind is _ZERO:
+            enabled = (f"{_TTBR[sel]} is not disabled (EPD{sel} = 0): it points at the kernel zero page, but a TLB "
+                       f"hit needs no walk")
+        else:
+            enabled = f"{_TTBR[sel]} ({root or 'an unmanaged table'}) is enabled"
         if again:
             opening = (f"{self._cpu_str(ci)} made ASID {cpu.regime.asid:#x} current again while it holds a stale "
                        f"entry: {self._fill_str(f)}; the frame is now {now}.")

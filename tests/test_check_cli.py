@@ -48,6 +48,49 @@ def test_purge_unsafe_is_flagged_with_speculation_and_not_without():
     assert off.first is None
 
 
+MUTANT = """
+from emu.sysregs import SysReg
+from pmap_py.asid import ASID_USER
+from pmap_py.cpufunc import MASK64, cpu_tlb_flush_asid_all
+from pmap_py.kern.steps import STEP
+from pmap_py.strategies.purge import Purge
+
+
+class PurgeDropEven(Purge):
+    name = "purge-drop-even"
+    summary = "mutant: pmap_purge without ASIDE1IS(asid)"
+    safe = False
+
+    def pmap_purge(self, k, p, pm):
+        while not k.ps.pmap_purge_ready(pm):
+            yield from k.spin(p)
+        ps, cpu = k.ps, k.curcpu(p)
+        cpu.msr(SysReg.TTBR0_EL1, ps.pmap_kernel().pm_pt0pa)
+        cpu.isb()
+        cpu_tlb_flush_asid_all(cpu, ((pm.pm_asid | ASID_USER) << 48) & MASK64)
+        pm.pm_pt0pa = ps.pmap_kernel().pm_pt0pa
+        pm.pm_active = 0
+        yield STEP
+"""
+
+
+def test_purge_without_its_even_aside1is_is_flagged(tmp_path):
+    """Mutant of purge: pmap_purge drops ASIDE1IS(asid). The exiting thread runs in the kernel
+    with the even ASID and, before pmap_purge, TTBR0 still on the user tables: speculative fills
+    of user pages are tagged with the even ASID, only that ASIDE1IS removes them, and the even
+    ASID stays current on that CPU while uvmspace_purge frees the pages."""
+    f = tmp_path / "mutant.py"
+    f.write_text(MUTANT)
+    cfg = {"workload": "threads", "strategy": "purge-drop-even", "strategy_file": str(f), "speculate": "default"}
+    ex = explore(cfg, 5, jobs=1)
+    assert ex.first is not None
+    v = ex.first["violations"][0]
+    assert (v["kind"], v["range"]) == ("stale-tlb-entry", "user")
+    # the story of the traced re-run names the missing flush
+    assert f"No ASIDE1IS {v['asid']:#x} was issued" in v["detail"]
+    assert "--strategy-file" in v["reproducer"]
+
+
 def test_purge_early_is_a_livelock():
     r = check_seed({"workload": "threxit", "strategy": "purge-early", "speculate": "off"}, 0)
     assert [v["kind"] for v in r["violations"]] == ["livelock"]

@@ -39,7 +39,7 @@ def cmd_check(args) -> int:
         check_writable(args.json, "--json")
     cfg = {"workload": args.workload, "strategy": args.strategy, "pages": args.pages, "threads": args.threads,
            "cpus": args.cpus, "procs": args.procs, "core": args.core, "speculate": args.speculate,
-           "quantum": args.quantum}
+           "quantum": args.quantum, "strategy_file": args.strategy_file}
     cfg = {k: v for k, v in cfg.items() if v is not None}
     t0 = time.perf_counter()
     ex = explore(cfg, args.seeds, jobs=args.jobs, first_seed=args.first_seed,
@@ -88,6 +88,8 @@ def add_parser(sub) -> None:
     c.add_argument("--workload", default=DEFAULTS["workload"], metavar="W",
                    help=f"bundled workload: {', '.join(WORKLOADS)} (default {DEFAULTS['workload']})")
     c.add_argument("--strategy", default=DEFAULTS["strategy"], metavar="S", help="exit strategy (default purge)")
+    c.add_argument("--strategy-file", metavar="FILE.py",
+                   help="a Python file defining your own ExitStrategy subclasses (then --strategy NAME)")
     c.add_argument("--seeds", type=int, default=100, metavar="N", help="seeds to run (default 100)")
     c.add_argument("--first-seed", type=int, default=0, metavar="K", help="first seed (default 0)")
     c.add_argument("--jobs", type=int, metavar="J", help="worker processes (default: every core)")

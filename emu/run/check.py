@@ -70,9 +70,10 @@ def context_of(kernel):
 def reproducer(cfg: dict, seed: int) -> str:
     """The `armmu run` command line that repeats this run."""
     parts = ["armmu run"]
-    for key in ("workload", "strategy", "pages", "threads", "cpus", "procs", "core", "speculate"):
+    for key in ("workload", "strategy", "strategy_file", "pages", "threads", "cpus", "procs", "core",
+                "speculate"):
         if cfg.get(key) is not None:
-            parts.append(f"--{key} {cfg[key]}")
+            parts.append(f"--{key.replace('_', '-')} {cfg[key]}")
     if cfg.get("quantum"):
         parts.append(f"--quantum {cfg['quantum']}")
     parts.append(f"--seed {seed}")
@@ -148,15 +149,17 @@ def _batch(config: dict, seeds: list[int], quantum_jitter: bool) -> list[dict]:
 
 
 def trace_excerpt(config: dict, seed: int, violation: dict, quantum_jitter: bool = True,
-                  before: int = 25, after: int = 5) -> str:
-    """The seed run again with a trace: the events around where the violation was seen."""
+                  before: int = 25, after: int = 5) -> tuple[str, dict | None]:
+    """The seed run again with a trace: the events around where the violation was seen,
+    and the violation as the traced run reports it (its story can then name the last
+    TLBI that covered the entry and when it came)."""
     cfg = seed_config(config, seed, quantum_jitter)
     trace = Trace()
     r, _ = _run(cfg, seed, trace)
     again = next((v for v in r["violations"] if (v["kind"], v["cpu"], v["va"]) ==
                   (violation["kind"], violation["cpu"], violation["va"])), None)
     if again is None or again.get("trace_index") is None:
-        return "(the violation did not recur in the traced run)"
+        return "(the violation did not recur in the traced run)", None
     i = again["trace_index"]
     ci = again["cpu"]
     # the CPU concerned, and what the kernel did on the others
@@ -164,7 +167,7 @@ def trace_excerpt(config: dict, seed: int, violation: dict, quantum_jitter: bool
     j = sum(1 for rec in trace.records[:i] if rec[1] == ci or rec[2] is Ev.KERNEL)
     part = Trace()
     part.records = near[max(0, j - before):j + after]
-    return part.format_text()
+    return part.format_text(), again
 
 
 @dataclass
@@ -201,7 +204,9 @@ def explore(config: dict, seeds: int, jobs: int | None = None, first_seed: int =
     finally:
         pool.close()
     if ex.first is not None:
-        ex.excerpt = trace_excerpt(config, ex.first["seed"], ex.first["violations"][0], quantum_jitter)
+        ex.excerpt, again = trace_excerpt(config, ex.first["seed"], ex.first["violations"][0], quantum_jitter)
+        if again is not None:
+            ex.first["violations"][0] = again
     return ex
 
 

@@ -224,6 +224,24 @@ def test_flush_before_sibling_deactivate_is_flagged(world):
     assert all("use after free" in x.story for x in uses)
 
 
+def test_with_a_trace_the_story_names_the_flush_that_came_too_early():
+    """cpu0's two ASIDE1IS were issued before cpu1 refilled heap page 0: the story says so."""
+    w = World(trace=True)
+    p, main, sib = flush_before_sibling_deactivate(w)
+    odd = p.pm.asid | ASID_USER
+    p.teardown(main.cpu)
+    heap = next(x for x in w.ck.violations if x.va == HEAP_VA)
+    recs = w.m.trace.records
+    issued = [(i, c) for i, (c, cpu, kind, f) in enumerate(recs)
+              if kind.value == "tlbi" and f["op"] == "ASIDE1IS" and f["asid"] == odd]
+    refill = [i for i, (c, cpu, kind, f) in enumerate(recs) if kind.value == "fill" and cpu == 1
+              and f["va"] == HEAP_VA]
+    assert len(issued) == 1 and len(refill) == 2 and refill[0] < issued[0][0] < refill[1]
+    issued = [issued[0][1]]
+    assert (f"The last ASIDE1IS {odd:#x} was ASIDE1IS {odd:#x} by cpu0 at cycle {issued[0]}, before this fill "
+            f"(too early") in heap.story
+
+
 def test_a_stale_entry_cached_by_unicorn_is_still_seen(world):
     """Only the heap page is freed (the code stays): Unicorn's own TLB still caches the
     translation of heap page 0, so the checker must flush it for the load to reach the model."""
