@@ -65,11 +65,11 @@ def format_table(results: dict) -> str:
     completed = eligible(results)
     width = max(10, *(len(s) for s in names))
     head = f"{'':<20}" + "".join(f"{s:>{width}} " for s in names)
-    lines = [head, "-" * len(head)]
+    lines = [head.rstrip(), "-" * len(head)]
     for row, values in rows_of(results):
         best = best_of(values, completed)
         cells = "".join(f"{values[s]:>{width},}" + ("*" if s in best else " ") for s in names)
-        lines.append(f"{row:<20}{cells}")
+        lines.append(f"{row:<20}{cells}".rstrip())
     stopped = [s for s, r in results.items() if not r["outcome"]["completed"]]
     lines.append("-" * len(head))
     among = " among the safe strategies" if len(completed) < len(names) - len(stopped) else ""
