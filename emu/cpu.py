@@ -313,6 +313,11 @@ class Cpu:
         holds = self._uc_holds
         tag_bits, global_tag, tag_mask = _TAG_BITS, GLOBAL_TAG, (1 << _TAG_BITS) - 1
         PERMISSION = FaultKind.PERMISSION
+        # what the inlined lookups and fills use of each TLB: objects that live as long as it
+        # (sets, the per-ASID index, the stats) and its geometry
+        parts = {t: (t, t.sets, t.set_mask, t.ways, t.lru, t.stats, t.by_tag) for t in (itlb, dtlb, l2)}
+        l2_sets, l2_mask, l2_lru, l2_stats = l2.sets, l2.set_mask, l2.lru, l2.stats
+        fills = {itlb: (parts[l2], parts[itlb]), dtlb: (parts[l2], parts[dtlb])}
 
         def translate(va: int, acc: int, el: int) -> Translation | Fault:
             regime = cpu.regime
@@ -345,10 +350,9 @@ class Cpu:
             else:
                 l1.stats.misses += 1
                 # NOTE: inlined from SetAssocTLB.lookup for speed (L2)
-                sets, mask = l2.sets, l2.set_mask
                 for shift in l2.shifts:
                     vpn = va >> shift
-                    s = sets[vpn & mask]
+                    s = l2_sets[vpn & l2_mask]
                     key = (vpn << 6 | shift) << tag_bits
                     k = key | asid
                     e = s.get(k)
@@ -356,12 +360,12 @@ class Cpu:
                         k = key | global_tag
                         e = s.get(k)
                     if e is not None:
-                        if l2.lru:
+                        if l2_lru:
                             del s[k]
                             s[k] = e
                         break
                 if e is not None:
-                    l2.stats.hits += 1
+                    l2_stats.hits += 1
                     l1.insert(e, va)
                     cpu.cycles += l2_hit_cycles
                     if e.stale and machine.checker is not None:
@@ -369,7 +373,7 @@ class Cpu:
                     if cpu._uc_stale:
                         cpu._uc_flush()
                 else:
-                    l2.stats.misses += 1
+                    l2_stats.misses += 1
                     # NOTE: inlined from Cpu._walk and WalkCache.lookup for speed: a demand miss
                     # whose L3 table is in the walk cache (the common case) walks one level
                     we = None
@@ -407,19 +411,19 @@ class Cpu:
                             tag = asid if ng else global_tag
                             vpn = va >> 12
                             k = ((vpn << 6 | 12) << tag_bits) | tag
-                            for t in (l2, l1):
-                                s = t.sets[vpn & t.set_mask]
+                            for t, sets, mask, ways, lru, stats, by_tag in fills[l1]:
+                                s = sets[vpn & mask]
                                 counted = False             # a same-size eviction keeps shift_count
-                                if len(s) >= t.ways:
-                                    evk = next(iter(s)) if t.lru else list(s)[t.rng.randrange(len(s))]
+                                if len(s) >= ways:
+                                    evk = next(iter(s)) if lru else list(s)[t.rng.randrange(len(s))]
                                     ev = s.pop(evk)
-                                    t.stats.evictions += 1
+                                    stats.evictions += 1
                                     if (evk >> tag_bits) & 63 == 12 and ev.__class__ is Translation:
                                         evtag = evk & tag_mask
-                                        d = t.by_tag[evtag]
+                                        d = by_tag[evtag]
                                         del d[evk]
                                         if not d:
-                                            del t.by_tag[evtag]
+                                            del by_tag[evtag]
                                         ev.refs -= 1
                                         if ev.refs == 0:
                                             # NOTE: inlined from Cpu._entry_left (every TLB's on_remove)
@@ -431,10 +435,10 @@ class Cpu:
                                         t._dropped(evk, ev)
                                 s[k] = e
                                 e.refs += 1
-                                t.stats.inserts += 1
-                                d = t.by_tag.get(tag)
+                                stats.inserts += 1
+                                d = by_tag.get(tag)
                                 if d is None:
-                                    d = t.by_tag[tag] = {}
+                                    d = by_tag[tag] = {}
                                 d[k] = e
                                 if not counted:
                                     n = t.shift_count[12]
