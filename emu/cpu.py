@@ -2,13 +2,15 @@
 by our TLB model (docs/hardware.md; docs/unicorn.md).
 
 Unicorn's own TLB is only a cache of the model's: the fill hook asks the model (hit, or
-walk and fill) and Unicorn's TLB is flushed whenever the model loses an entry
-(eviction, TLBI) or the ASID/tables in use change, so Unicorn never translates with
-something the model does not hold.
+walk and fill) and Unicorn's TLB is flushed whenever the model loses an entry Unicorn
+was given (eviction, TLBI) or the ASID/tables in use change, so Unicorn never translates
+with something the model does not hold. Unicorn gets only the rights of the access side.
 
-The same entry points serve guest instructions (trapped through Unicorn's SYS/MSR
-hooks and code hooks on barriers) and the OS layer calling from Python: msr(), tlbi(),
-dsb(), isb(). Everything is counted and costed on this CPU's cycle clock.
+The same entry points serve guest instructions and the OS layer calling from Python:
+msr(), tlbi(), dsb(), isb(), at(). TLBI, AT and MSR are trapped by Unicorn's SYS/MSR
+hooks (UNDEFINED at EL0); DSB, ISB and ERET, which no Unicorn hook sees, by decoding
+every code frame Unicorn fetches from. The model's EL follows PSTATE. Everything is
+counted and costed on this CPU's cycle clock. Unicorn's internals: unicorn_boundary.py.
 """
 from __future__ import annotations
 
