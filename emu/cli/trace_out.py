@@ -35,7 +35,7 @@ KERNEL_STEPS = frozenset({
     "pmap_destroy", "pmap_destroy_noflush", "pmap_deactivate", "pmap_activate", "pmap_setttb",
     "pmap_free_asid", "pmap_allocate_asid", "pmap_kremove", "pmap_kenter_pa", "pmap_protect",
     "pmap_fault_fixup", "pmap_enter", "cpu_switchto", "acquire"})
-_STEP_CODE = "_step"                 # Kernel._step(self, ci): the frame that says which CPU runs
+_STEP_CODE = "_step"                 # Kernel._step(self, ci): one step of the CPU furthest behind
 _USER_CODE = "_user_step"
 _HEX = frozenset({"va", "pa", "xt", "value", "table", "desc", "asid", "pc", "sva", "eva", "pt0pa",
                   "x0", "x8", "desc_pa"})
@@ -174,31 +174,30 @@ def json_record(cycle: int, cpu, kind: Ev | str, f: dict) -> dict:
 # ---------------------------------------------------------------- kernel stacks
 @dataclass
 class StepContext:
-    """Who is running the code that issued a record: the CPU, its proc, user or kernel
-    mode, and the kernel functions (outermost first) as frame objects."""
-    cpu: int | None
-    proc: object
+    """Where the code that issued a record runs: inside a kernel-loop step or not, in a
+    guest quantum or kernel code, and the kernel functions (outermost first) as frames."""
+    stepping: bool
     user: bool
     frames: list
 
 
 def step_context(depth: int = 2) -> StepContext:
-    """The kernel call stack at this moment (see the module docstring)."""
+    """The kernel call stack at this moment (see the module docstring). A record is
+    stamped with the CPU that issued it, the one Kernel._step is running."""
     frames = []
     user = False
     f = sys._getframe(depth)
     while f is not None:
         name = f.f_code.co_name
-        if name == _STEP_CODE and "ci" in f.f_locals:
-            ci = f.f_locals["ci"]
+        if name == _STEP_CODE:
             frames.reverse()
-            return StepContext(ci.index, ci.ci_curproc, user, frames)
+            return StepContext(True, user, frames)
         if name == _USER_CODE:
             user = True
         elif name in KERNEL_STEPS:
             frames.append(f)
         f = f.f_back
-    return StepContext(None, None, False, [])
+    return StepContext(False, False, [])
 
 
 # ---------------------------------------------------------------- sinks
@@ -360,21 +359,21 @@ class PerfettoSink(TraceSink):
             stack.append((fr, name))
             self._event({"name": name, "cat": "kernel", "ph": "B", "ts": ts, "pid": track[0], "tid": track[1]})
 
-    def _kernel_frames(self, ctx: StepContext) -> list:
-        return ctx.frames if self.filter.passes(ctx.cpu, "kernel", {}) else []
+    def _kernel_frames(self, ctx: StepContext, cpu: int) -> list:
+        return ctx.frames if self.filter.passes(cpu, "kernel", {}) else []
 
     def emit(self, cycle, cpu, ev, f) -> None:
         if self.closed:
             return
         ctx = step_context()
-        if ctx.cpu is not None and ctx.cpu == cpu and ev is not Ev.SPEC_FILL and ev is not Ev.FILL:
+        if ctx.stepping and ev is not Ev.SPEC_FILL and ev is not Ev.FILL:
             if ctx.user and ev is not Ev.USER:          # inside a guest quantum: after its X slice
                 self.pending.setdefault(cpu, []).append((cycle, ev, f))
                 return
             ts = self.ts(cycle)
-            frames = [] if ev is Ev.USER else self._kernel_frames(ctx)
+            frames = [] if ev is Ev.USER else self._kernel_frames(ctx, cpu)
             self._sync((PID_MACHINE, cpu + 1), frames, ts)
-            reaper = self.kernel is not None and ctx.proc is self.kernel.reaper
+            reaper = self.kernel is not None and self.kernel.cpus[cpu].ci_curproc is self.kernel.reaper
             if reaper or self.stacks.get((PID_KERNEL, TID_REAPER)):
                 names = [fr.f_code.co_name for fr in frames] if reaper else []
                 first = names.index("reaper") if "reaper" in names else len(frames)
