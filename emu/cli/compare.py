@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from ..run import DEFAULTS, SPECULATE, RunError
 from ..run.executor import EXECUTORS, make_executor
@@ -21,13 +22,20 @@ CYCLE_ROWS = (("teardown cycles", "teardown"), ("exit latency", "exit_latency"),
               ("process sys cycles", "process_sys"), ("reaper cycles", "reaper"))
 
 
-def compare_task(config: dict, seed: int, check: bool = True) -> dict:
-    """One strategy's run (an executor task: a pure function of configuration and seed)."""
+def compare_task(config: dict, seed: int, check: bool = True, trace: dict | None = None) -> dict:
+    """One strategy's run (an executor task: a pure function of configuration and seed);
+    trace: run_session's trace options, for --trace-dir."""
     if check:
         from ..run.check import install
         install()
+    if trace:
+        from .session import run_session
+        return run_session(config, seed, **trace)[0]
     from ..run import run
     return run(config, seed)
+
+
+TRACE_SUFFIX = {"text": "txt", "jsonl": "jsonl", "perfetto": "json"}
 
 
 def rows_of(results: dict) -> list[tuple[str, dict]]:
@@ -216,7 +224,21 @@ def cmd_compare(args) -> int:
             load_file(args.guest)                          # a guest that does not build: exit 2 now
         except ValueError as e:
             raise RunError(str(e)) from None
-    tasks = [({**base, "strategy": s}, args.seed, not args.no_check) for s in names]
+    traces = {s: None for s in names}
+    if args.trace_dir:
+        from .trace_out import TraceFilter
+        TraceFilter.parse(args.trace_filter)
+        d = Path(args.trace_dir)
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise BadInput(f"--trace-dir {d}: cannot create: {e.strerror or e}") from None
+        for s in names:
+            path = check_writable(d / f"{s}.{TRACE_SUFFIX[args.trace_format]}", "--trace-dir")
+            traces[s] = {"trace": str(path), "trace_format": args.trace_format, "trace_filter": args.trace_filter}
+    elif args.trace_filter or args.trace_format != "text":
+        raise BadInput("--trace-format and --trace-filter need --trace-dir DIR")
+    tasks = [({**base, "strategy": s}, args.seed, not args.no_check, traces[s]) for s in names]
     with make_executor(args.executor, args.jobs or min(len(names), _cpus()), args.scheduler) as ex:
         results = dict(zip(names, ex.imap(compare_task, tasks)))
     cfg["seed"] = args.seed
@@ -295,6 +317,11 @@ def add_parser(sub) -> None:
                    help="the table, the reading and every run's result dict as JSON: printed, or written "
                         "whole to FILE (e.g. --json cmp.json)")
     c.add_argument("--plot", metavar="FILE.png", help="bar charts of cycles and TLBIs, e.g. --plot cmp.png")
+    c.add_argument("--trace-dir", metavar="DIR",
+                   help="a trace per strategy, DIR/STRATEGY.txt (or .jsonl, .json), e.g. --trace-dir traces")
+    c.add_argument("--trace-format", choices=tuple(TRACE_SUFFIX), default="text",
+                   help="text, jsonl or perfetto (as armmu run --trace-format)")
+    c.add_argument("--trace-filter", metavar="SPEC", help="as armmu run, e.g. kind=tlbi,cpu=0")
     c.add_argument("--jobs", type=int, metavar="J", help="runs at once (default: one per strategy, up to the cores)")
     c.add_argument("--executor", choices=EXECUTORS, default="local",
                    help="local process pool (default) or dask")

@@ -105,3 +105,15 @@ def test_sweep_range_syntax_and_limits(armmu):
                          "touch", "--out", "r")
     assert rc == 0, err
     assert "4 points" in err                                   # 1, 4, 16, 64
+
+
+def test_compare_trace_dir(armmu, tmp_path):
+    from .test_trace_perfetto import format_problems
+    rc, out, err = armmu("compare", *TOUCH, "--strategies", "reaper,purge", "--trace-dir", "tr",
+                         "--trace-format", "perfetto", "--no-check")
+    assert rc == 0, err
+    for s in ("reaper", "purge"):
+        events = json.loads((tmp_path / "tr" / f"{s}.json").read_text())
+        assert format_problems(events) == []
+        aside = [e for e in events if e["name"] == "TLBI ASIDE1IS"]
+        assert len(aside) == EXPECT_ASIDE1IS[s]
