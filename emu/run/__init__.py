@@ -205,5 +205,12 @@ def result(cfg, seed, m, k, reason: str, seconds: float) -> dict:
                     "kernel_steps": k.steps},
         "processes": [{"pid": pr.ps_pid, "status": pr.ps_xexit, "signal": pr.ps_xsig,
                        "killed": pr.ps_kill_reason, "zombie": bool(pr.ps_flags & PsFlag.PS_ZOMBIE),
-                       "output": b"".join(pr.ps_output).decode("utf-8", "replace")} for pr in procs],
+                       "output": b"".join(pr.ps_output).decode("utf-8", "replace"),
+                       "cycles": {"user": pr.ps_tally.user, "sys": pr.ps_tally.sys,
+                                  "exit_latency": (pr.ps_zombie_cycle - pr.ps_exit_cycle
+                                                   if pr.ps_zombie_cycle is not None
+                                                   and pr.ps_exit_cycle is not None else None)},
+                       "threads": [{"tid": t.p_tid, "main": t.is_main, "user": t.p_tally.user,
+                                    "sys": t.p_tally.sys, "instructions": t.p_insns, "faults": t.p_faults}
+                                   for t in pr.ps_allthreads]} for pr in procs],
     }

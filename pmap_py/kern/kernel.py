@@ -155,6 +155,7 @@ class Kernel:
         if main:
             pr.ps_mainproc = p
         pr.ps_threads.append(p)
+        pr.ps_allthreads.append(p)
         pr.ps_threadcnt += 1
         return p
 
@@ -437,8 +438,8 @@ class Kernel:
     def _user_step(self, ci: CpuInfo, p: Proc) -> None:
         cpu = ci.cpu
         cfg = self.cfg
-        if ci.uc_owner is not p or p.p_md.live_on != ci.index or p.p_md.ret:
-            self.userret_regs(ci, p)
+        if ci.uc_owner is not p or p.p_md.live_on != ci.index or p.p_md.ret or cpu.el != 0:
+            raise AssertionError(f"{p} on cpu{ci.index} is not set up for user mode (no userret)")
         t0 = cpu.cycles
         stop = cpu.run(min(cfg.quantum, max(1, cfg.max_insns - self.insns + 1)))
         p.p_tally.user += cpu.cycles - t0
@@ -481,8 +482,10 @@ class Kernel:
             cpu.set_el(1)
 
     def userret_regs(self, ci: CpuInfo, p: Proc) -> None:
-        """Load p's user registers into this CPU if they are not there, apply what the
-        kernel left for them (syscall results, a new thread's start state)."""
+        """Load p's user registers into this CPU if they are not there (the saved
+        context carries the kernel's PSTATE and another CPU's TTBRs: the caller drops to
+        EL0 afterwards, and this CPU's system registers are put back), then apply what
+        the kernel left for them (syscall results, a new thread's start state)."""
         cpu = ci.cpu
         uc = cpu.uc
         if ci.uc_owner is not p or p.p_md.live_on != ci.index:
@@ -505,18 +508,19 @@ class Kernel:
                 else:
                     cpu.set_reg(int(key[1:]), value)
             p.p_md.ret = {}
-        uc.reg_write(A.UC_ARM64_REG_NZCV, p.p_md.nzcv)
 
     def userret(self, ci: CpuInfo, p: Proc) -> None:
-        """Return to user mode: ERET through the trampoline (TTBR1 -> trampoline table
-        with ASID|ASID_USER, ISB)."""
+        """Return to user mode: the user registers in place, then ERET through the
+        trampoline (TTBR1 -> trampoline table with ASID|ASID_USER, ISB) to EL0, with
+        the trapframe's NZCV (PSTATE.C for a syscall error)."""
         cpu = ci.cpu
         cpu.charge(cpu.cost.exception_return, "el0_returns")
+        self.userret_regs(ci, p)
         if self.strategy.trampoline:
             self.ps.pmap_userret(cpu)
         else:
             cpu.set_el(0)
-        self.userret_regs(ci, p)
+        cpu.uc.reg_write(A.UC_ARM64_REG_NZCV, p.p_md.nzcv)
 
     def _kernel_step(self, ci: CpuInfo, p: Proc) -> None:
         self.steps += 1

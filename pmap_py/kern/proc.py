@@ -107,6 +107,7 @@ class Process:
     ps_pmap: object = None               # its pmap, kept for reports after uvm_exit
     ps_mainproc: Proc | None = None
     ps_threads: list[Proc] = field(default_factory=list)
+    ps_allthreads: list[Proc] = field(default_factory=list)   # every thread it had, for reports
     ps_threadcnt: int = 0
     ps_exitcnt: int = 0
     ps_suspendcnt: int = 0               # siblings single_thread_set still waits for

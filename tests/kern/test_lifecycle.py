@@ -290,3 +290,49 @@ def test_unlocked_exit_makes_pmap_purge_wait_and_nowait_race():
         purge_at, deacts = _purge_vs_deactivates("purge-nowait", seed)
         raced += any(d > purge_at for d in deacts)
     assert raced >= 1
+
+
+def test_a_migrated_thread_runs_at_el0(tmp_path):
+    """Saved contexts carry the kernel's PSTATE: a thread resumed on another CPU must
+    still run at EL0. After many preemptions each thread reads CurrentEL, which EL0
+    may not: the first to try is killed with SIGILL (at EL1 it would read 4 and the
+    process would exit(0))."""
+    src = tmp_path / "el.S"
+    src.write_text("""
+#include <armmu/asm.h>
+	ARMMU_REGION heap, 0x20000000, 0x1000, PROT_RW, REGION_POPULATE
+	ARMMU_REGION stack, 0x7fffff0000, 0x8000, PROT_RW, REGION_POPULATE
+	.text
+	.globl	_start
+_start:
+	MOV48	x9, 0x7fffff8000
+	mov	sp, x9
+	MOV48	x20, 0x20000000
+	mov	x19, #1
+spawn:	cmp	x19, #4
+	b.eq	work
+	str	xzr, [x20]
+	str	xzr, [x20, #8]
+	MOV48	x9, 0x7fffff8000
+	sub	x9, x9, x19, lsl #13
+	str	x9, [x20, #16]
+	mov	x0, x20
+	mov	x1, #TFORK_PARAM_SIZE
+	SYSTRAP	SYS___tfork
+	cbz	x0, work
+	add	x19, x19, #1
+	b	spawn
+work:	mov	x21, #4000
+1:	subs	x21, x21, #1
+	b.ne	1b
+	mrs	x9, CurrentEL
+	mov	x0, #0
+	SYSTRAP	SYS_exit
+""")
+    res, m, k = go(guest=str(src), strategy="purge", cpus=2, pages=1, quantum=7, slice_cycles=400, seed=5)
+    p = res["processes"][0]
+    assert res["outcome"]["completed"] and res["events"]["context_switches"] > 30
+    assert p["signal"] == 4 and "undef" in p["killed"]
+    # every page is populated: no thread ever faults (a context restored with the
+    # kernel's PSTATE would make its next fetch of a user page a permission fault)
+    assert [t["faults"] for t in p["threads"]] == [0, 0, 0, 0]
