@@ -61,3 +61,13 @@ def test_bad_configuration_is_a_run_error(cfg, msg):
     with pytest.raises(RunError) as e:
         run(cfg, 0)
     assert msg in str(e.value) and "\n" not in str(e.value)
+
+
+def test_per_thread_cycles_add_up_to_the_process():
+    r = run({"workload": "threads", "strategy": "purge", "pages": 32, "cpus": 4, "threads": 4}, 2)
+    p = r["processes"][0]
+    assert len(p["threads"]) == 4 and sum(t["main"] for t in p["threads"]) == 1
+    assert sum(t["user"] for t in p["threads"]) == p["cycles"]["user"] == r["cycles"]["process_user"]
+    assert sum(t["sys"] for t in p["threads"]) == p["cycles"]["sys"] == r["cycles"]["process_sys"]
+    assert all(t["instructions"] > 0 and t["user"] >= t["instructions"] for t in p["threads"])
+    assert p["cycles"]["exit_latency"] == r["cycles"]["exit_latency"]
