@@ -307,7 +307,8 @@ class Cpu:
         l1_hit_cycles, l2_hit_cycles = self.cost.l1_tlb_hit, self.cost.l2_tlb_hit
         walk_and_fill, account = self._walk, self._account
         wc = tlb.walk_cache
-        wc_sets, wc_mask, wc_stats = wc.sets, wc.set_mask, wc.stats
+        wc_sets, wc_mask, wc_stats, wc_lru = wc.sets, wc.set_mask, wc.stats, wc.lru
+        walk_observers = machine.walk_observers
         q = self.mem.q
         nwords = len(q)
         descriptor_read, walk_cache_hit = self._descriptor_read, self._walk_cache_hit
@@ -385,7 +386,7 @@ class Cpu:
                         k = ((vpn << 6 | 3) << tag_bits) | asid
                         we = s.get(k)
                     if we is not None:
-                        if wc.lru:
+                        if wc_lru:
                             del s[k]
                             s[k] = we
                         wc_stats.hits += 1
@@ -405,8 +406,8 @@ class Cpu:
                             cycles = cpu.cycles = cpu.cycles + descriptor_read + walk_cache_hit
                             e = Translation(va, va & ~0xFFF, oa, 3, 4096, perms, ng, asid if ng else None, desc,
                                             dpa, [(dpa, desc, 3)], [], 0, False, cycles)
-                            if machine.walk_observers:
-                                for fn in machine.walk_observers:
+                            if walk_observers:
+                                for fn in walk_observers:
                                     fn(cpu, va, e, False)
                             # NOTE: inlined from SetAssocTLB.insert for speed: a 4 KB Translation
                             # whose key both lookups above just missed, into L2 and then L1
