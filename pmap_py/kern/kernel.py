@@ -33,16 +33,13 @@ from .. import uvm as uvm_mod
 from ..pmap import PROT_EXEC, PROT_READ, PROT_WRITE
 from ..uvm import EFAULT, Uvm
 from . import exit as kexit
-from . import syscalls
+from . import md, syscalls
 from .lock import KernelLock
 from .proc import PFlag, Proc, Process, PStat, PsFlag
 from .steps import PREEMPT, STEP, Preempt, Sleep, Step, SwitchExit, Yield, fork_return
 
-from unicorn import arm64_const as A
-
 THREAD_PID_OFFSET = 100000           # sys/proc.h: thread ids start here
 SIGKILL, SIGSEGV, SIGILL, SIGBUS, SIGTRAP = 9, 11, 4, 10, 5
-NZCV_C = 1 << 29                     # PSTATE.C: set on a syscall error
 
 
 class RunEnded(Exception):
@@ -316,7 +313,7 @@ class Kernel:
         switch, pmap_setttb for the incoming proc, make it curproc."""
         cpu = ci.cpu
         if ci.uc_owner is old and old.p_stat is not PStat.SDEAD:
-            old.p_md.ctx = cpu.uc.context_save()
+            old.p_md.ctx = md.save_context(cpu)
             old.p_md.live_on = ci.index
         cpu.charge(cpu.cost.context_switch, "context_switches")
         trace = self.machine.trace
@@ -470,7 +467,7 @@ class Kernel:
         """Exception from EL0: the trampoline's vector entry (TTBR1 -> kernel table with
         the even ASID, ISB), state save; the NZCV flags go to the trapframe."""
         cpu = ci.cpu
-        p.p_md.nzcv = cpu.uc.reg_read(A.UC_ARM64_REG_NZCV)
+        p.p_md.nzcv = md.nzcv(cpu)
         ci.uc_owner = p
         p.p_md.live_on = ci.index
         cost = cpu.cost
@@ -487,11 +484,9 @@ class Kernel:
         EL0 afterwards, and this CPU's system registers are put back), then apply what
         the kernel left for them (syscall results, a new thread's start state)."""
         cpu = ci.cpu
-        uc = cpu.uc
         if ci.uc_owner is not p or p.p_md.live_on != ci.index:
             if p.p_md.ctx is not None:
-                uc.context_restore(p.p_md.ctx)
-                cpu._sync_sysregs()     # NOTE: the context carries another CPU's TTBRs; put this CPU's back
+                md.restore_context(cpu, p.p_md.ctx)
             ci.uc_owner = p
             p.p_md.live_on = ci.index
         ret = p.p_md.ret
@@ -500,11 +495,11 @@ class Kernel:
                 if key == "pc":
                     cpu.pc = value
                 elif key == "sp":
-                    uc.reg_write(A.UC_ARM64_REG_SP_EL0, value)
+                    md.set_sp_el0(cpu, value)
                 elif key == "tpidr":
-                    uc.reg_write(A.UC_ARM64_REG_TPIDR_EL0, value)
+                    md.set_tpidr_el0(cpu, value)
                 elif key == "carry":
-                    p.p_md.nzcv = (p.p_md.nzcv | NZCV_C) if value else (p.p_md.nzcv & ~NZCV_C)
+                    p.p_md.nzcv = (p.p_md.nzcv | md.NZCV_C) if value else (p.p_md.nzcv & ~md.NZCV_C)
                 else:
                     cpu.set_reg(int(key[1:]), value)
             p.p_md.ret = {}
@@ -520,7 +515,7 @@ class Kernel:
             self.ps.pmap_userret(cpu)
         else:
             cpu.set_el(0)
-        cpu.uc.reg_write(A.UC_ARM64_REG_NZCV, p.p_md.nzcv)
+        md.set_nzcv(cpu, p.p_md.nzcv)
 
     def _kernel_step(self, ci: CpuInfo, p: Proc) -> None:
         self.steps += 1

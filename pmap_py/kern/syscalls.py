@@ -19,6 +19,7 @@ from guest.syscalls import (MAP_ANON, MAP_FIXED, MAP_FLAGMASK, MAP_POPULATE, TFO
 from ..pmap import PROT_MASK, PROT_READ, PROT_WRITE, VM_MAXUSER_ADDRESS
 from ..uvm import EAGAIN, EBADF, EFAULT, EINVAL, ENOMEM, ENOSYS
 from . import exit as kexit
+from . import md
 from .proc import EXIT_NORMAL, EXIT_THREAD, PFlag
 from .steps import STEP, YIELD, fork_return
 
@@ -136,9 +137,9 @@ def sys___tfork(k, p, args, svc_va, resume) -> Generator:
     q = k._new_proc(pr, f"{pr.ps_comm}/{pr.ps_pid}.{pr.ps_threadcnt}", PFlag.P_NONE, main=False)
     q.p_uarea = uarea
     q.p_cpu = p.p_cpu
-    q.p_md.ctx = cpu.uc.context_save()        # the parent's user registers (still live here)
+    q.p_md.ctx = md.save_context(cpu)          # the parent's user registers (still live here)
     q.p_md.live_on = None
-    q.p_md.nzcv = p.p_md.nzcv & ~(1 << 29)
+    q.p_md.nzcv = p.p_md.nzcv & ~md.NZCV_C
     q.p_md.ret = {"pc": resume, "x0": 0, "sp": stack, "tpidr": tcb}
     if tidp:
         copyout(k, p, tidp, q.p_tid.to_bytes(4, "little"))    # a bad tf_tid is ignored, as OpenBSD does
