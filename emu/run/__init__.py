@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import fields
 
 from emu.cores import load_preset
 from emu.frames import FrameKind
@@ -73,17 +74,23 @@ def normalize(config: dict) -> dict:
             raise RunError(f"{key} = {v!r}: must be an integer from {lo} to {hi}")
     if cfg["speculate"] not in SPECULATE:
         raise RunError(f"speculate = {cfg['speculate']!r}: one of {', '.join(SPECULATE)}")
-    if cfg["workload"] == "storm" or cfg["procs"] > 1:
-        pass
-    elif cfg["workload"] in ("touch", "sparse") and not cfg.get("guest"):
-        cfg["threads"] = 1
+    if cfg["workload"] in ("touch", "sparse") and not cfg.get("guest"):
+        cfg["threads"] = 1                          # single-threaded workloads
+    mem = cfg.get("mem_mb")
+    if mem is not None and (not isinstance(mem, int) or isinstance(mem, bool) or not 16 <= mem <= 1 << 16):
+        raise RunError(f"mem_mb = {mem!r}: must be an integer from 16 to 65536")
+    known = {f.name for f in fields(KernConfig)}
+    for key in cfg.get("budgets") or {}:
+        if key not in known:
+            raise RunError(f"budgets: unknown key {key!r} (one of {', '.join(sorted(known))})")
     return cfg
 
 
 def _mem_bytes(cfg) -> int:
     if cfg.get("mem_mb"):
         return int(cfg["mem_mb"]) << 20
-    per_proc = cfg["pages"] + cfg["pages"] // 256 + 64 + cfg["threads"] * 16
+    tables = cfg["pages"] if cfg["workload"] == "sparse" else cfg["pages"] // 256   # an L3 per page
+    per_proc = cfg["pages"] + tables + 64 + cfg["threads"] * 16
     frames = cfg["procs"] * per_proc + 4096
     return max(64 << 20, (frames * 4096 + (1 << 20) - 1) & ~((1 << 20) - 1))
 

@@ -56,6 +56,8 @@ def test_storm_exits_many_processes():
     ({"core": "cortex-z9"}, "cortex-z9"),
     ({"guest": "/nonexistent.S"}, "nonexistent"),
     ({"workload": "touch", "pages": 100000, "mem_mb": 64}, "mem_mb too small"),
+    ({"mem_mb": -5}, "mem_mb = -5"),
+    ({"budgets": {"max_sleeps": 3}}, "unknown key 'max_sleeps'"),
 ])
 def test_bad_configuration_is_a_run_error(cfg, msg):
     with pytest.raises(RunError) as e:
