@@ -20,7 +20,7 @@ from ..pmap import PROT_MASK, PROT_READ, PROT_WRITE, VM_MAXUSER_ADDRESS
 from ..uvm import EAGAIN, EBADF, EFAULT, EINVAL, ENOMEM, ENOSYS
 from . import exit as kexit
 from . import md
-from .proc import EXIT_NORMAL, EXIT_THREAD, PFlag
+from .proc import EXIT_NORMAL, EXIT_THREAD, PFlag, PsFlag
 from .steps import STEP, YIELD, fork_return
 
 MAP_KNOWN = MAP_FLAGMASK | MAP_POPULATE   # sys/mman.h, plus armmu's populate extension
@@ -127,7 +127,7 @@ def sys___tfork(k, p, args, svc_va, resume) -> Generator:
         return -1, EFAULT
     tcb, tidp, stack = (int.from_bytes(raw[i:i + 8], "little") for i in (0, 8, 16))
     pr = p.p_p
-    if pr.ps_flags & 0x800008 or pr.ps_threadcnt >= k.cfg.maxthread:   # PS_EXITING|PS_SINGLEEXIT
+    if pr.ps_flags & (PsFlag.PS_EXITING | PsFlag.PS_SINGLEEXIT) or pr.ps_threadcnt >= k.cfg.maxthread:
         return -1, EAGAIN
     cpu = k.curcpu(p)
     try:
