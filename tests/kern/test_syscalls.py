@@ -268,3 +268,34 @@ def test_a_sibling_calls_exit_and_the_main_thread_purges(tmp_path):
     # in ps_threadcnt), so it must sleep "thrdeath" until the child has counted out
     assert any(f["op"] == "sleep" and f["proc"] == main and f["wmesg"] == "thrdeath" for f in kern)
     assert res["exit_events"]["tlbi"] == {"ASIDE1IS": 4, "VAALE1IS": 10}
+
+
+def test_read_then_write_of_a_demand_page_is_fixed_up(tmp_path):
+    """A read fault enters the page with only PROT_READ enabled (pmap_enter's flags =
+    the access type); the write that follows takes a permission fault which
+    pmap_fault_fixup resolves (modified-bit emulation) without uvm_fault."""
+    from emu.trace import Ev, Trace
+    t = Trace()
+    res, m, k = go(guest=guest(tmp_path, """
+	mov	x0, #0
+	mov	x1, #0x1000
+	mov	x2, #PROT_RW
+	MOV32	x3, (MAP_PRIVATE | MAP_ANON)
+	mov	x4, #-1
+	mov	x5, #0
+	SYSTRAP	SYS_mmap
+	b.cs	1f
+	ldr	x9, [x0]
+	str	x0, [x0]
+	ldr	x9, [x0]
+	cmp	x9, x0
+	b.ne	2f
+	mov	x0, #0
+	SYSTRAP	SYS_exit
+2:	mov	x0, #100
+	"""), strategy="purge", cpus=1, pages=4, trace=t)
+    assert res["processes"][0]["status"] == 0
+    kern = [f for _, _, kind, f in t.records if kind is Ev.KERNEL]
+    traps = [f["fault"] for f in kern if f["op"] == "trap"]
+    assert traps == ["translation", "permission"]
+    assert sum(f["op"] == "pmap_fault_fixup" for f in kern) == 1
