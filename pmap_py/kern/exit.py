@@ -38,16 +38,22 @@ def _workload(k, pr) -> bool:
     return pr in k.workload
 
 
+def exit_called(k, p: Proc, process: bool) -> None:
+    """An exit syscall (or a fatal signal) of a workload thread: the exit window opens
+    at the first one; a process's exit latency starts at its first exit()."""
+    pr = p.p_p
+    if _workload(k, pr):
+        k.window_mark("start", p)
+        if process and pr.ps_exit_cycle is None:
+            pr.ps_exit_cycle = k.curcpu(p).cycles
+
+
 def exit1(k, p: Proc, xexit: int, xsig: int, flags: int) -> Generator:
     """Entered with the kernel lock held (unless KernConfig.unlocked_exit, for threads);
     never returns."""
     pr = p.p_p
-    cpu = k.curcpu(p)
     p.p_flag |= PFlag.P_WEXIT
-    if _workload(k, pr):
-        k.window_mark("start", p)
-        if flags == EXIT_NORMAL and pr.ps_exit_cycle is None:
-            pr.ps_exit_cycle = cpu.cycles
+    exit_called(k, p, flags == EXIT_NORMAL)
     k.ktrace(p, "exit1", flags={EXIT_NORMAL: "EXIT_NORMAL", EXIT_THREAD: "EXIT_THREAD",
                                 EXIT_THREAD_NOCHECK: "EXIT_THREAD_NOCHECK"}[flags], main=p.is_main)
     if pr.ps_threadcnt <= 1:                              # !P_HASSIBLING(p)
@@ -194,5 +200,6 @@ def sigexit(k, p: Proc, sig: int, reason: str) -> Generator:
     if not pr.ps_kill_reason:
         pr.ps_kill_reason = reason
     k.ktrace(p, "sigexit", sig=sig, reason=reason)
+    exit_called(k, p, process=True)
     yield from k.kernel_lock.acquire(p)
     yield from exit1(k, p, 0, sig, EXIT_NORMAL)

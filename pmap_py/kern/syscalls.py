@@ -100,6 +100,7 @@ def _user_pa(k, p, va: int, ftype: int) -> int | None:
 
 # ---------------------------------------------------------------- handlers
 def sys_exit(k, p, args, svc_va, resume) -> Generator:
+    kexit.exit_called(k, p, process=True)          # exit latency counts the lock wait too
     yield from k.kernel_lock.acquire(p)
     yield from kexit.exit1(k, p, args[0] & 0xFF, 0, EXIT_NORMAL)
     return 0, 0
@@ -107,6 +108,7 @@ def sys_exit(k, p, args, svc_va, resume) -> Generator:
 
 def sys___threxit(k, p, args, svc_va, resume) -> Generator:
     notdead = args[0]
+    kexit.exit_called(k, p, process=False)
     if not k.cfg.unlocked_exit:
         yield from k.kernel_lock.acquire(p)
     if notdead and not copyout(k, p, notdead, bytes(NOTDEAD_SIZE)):

@@ -2,7 +2,7 @@
 against counts derived by hand from OpenBSD's source (pmap.c 1.58/1.111/1.113,
 cpufunc_asm.S 1.6, cpuswitch.S 1.4, kern_exit.c 1.252, uvm_glue.c 1.94, param.h 1.4).
 
-The window is the result's ``exit_events``: from the first exit1 of the workload to the
+The window is the result's ``exit_events``: from the first exit syscall of the workload to the
 reaper's completion of its last thread. The derivation, used by every test below:
 
 * every cpufunc TLB helper is ``dsb ishst; tlbi; dsb ish; isb``: 2 DSB + 1 ISB per TLBI;
