@@ -641,7 +641,7 @@ class Kernel:
         return total
 
     def window_mark(self, which: str, p: Proc) -> None:
-        """Exit window: from the first exit1 of a workload process to the reaper's
+        """Exit window: from the first exit syscall of a workload process to the reaper's
         completion for the last one."""
         if which == "start" and "start" in self.window:
             return
