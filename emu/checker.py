@@ -150,7 +150,7 @@ class Fill:
     reported: int = 0           # bit per ViolationKind already reported for it
 
 
-_USE, _ENTRY, _REUSE = 1, 2, 4
+_USE, _ENTRY = 1, 2                                 # Fill.reported bits
 
 
 def _region_shift(level: int) -> int:
@@ -158,7 +158,7 @@ def _region_shift(level: int) -> int:
     return 12 + 9 * (4 - level)
 
 
-_RSHIFT = tuple(_region_shift(level) for level in range(4)) + (0,)
+_RSHIFT = tuple(_region_shift(level) for level in range(4))
 _PAGE_TABLE, _ZERO, _FREE = FrameKind.PAGE_TABLE, FrameKind.ZERO, FrameKind.FREE
 
 
@@ -368,7 +368,6 @@ class Checker:
             fills = held.get(key, [])
             wcs = tables.get(key, [])
             for f in fills:
-                f.reported |= _REUSE
                 self._mark_stale(f)
             owner = fills[0].space if fills else wcs[0][1][1]
             if fills:
