@@ -16,17 +16,21 @@ def _same(row: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def serial():
-    with LocalExecutor(1) as ex:
-        rows = [_same(r) for r in ex.imap(sweep_task, POINTS)]
+    """The reference: each task in a fresh worker process, one after the other (fresh
+    processes on both sides, so both run the code as it is on disk now)."""
+    with make_executor("local", 2) as ex:
+        rows = [_same(r) for r in ex.imap(sweep_task, POINTS, window=1)]
     assert rows[-2]["total"] != rows[-1]["total"]                    # seeds 0 and 1 differ
     return rows
 
 
-def test_local_pool_equals_serial(serial):
+def test_local_pool_and_in_process_equal_serial(serial):
     with make_executor("local", 2) as ex:
         assert [_same(r) for r in ex.imap(sweep_task, POINTS, window=3)] == serial
         got = dict(ex.as_completed(sweep_task, POINTS))
     assert [_same(got[i]) for i in range(len(POINTS))] == serial
+    with LocalExecutor(1) as ex:                                     # jobs=1: in this process
+        assert [_same(r) for r in ex.imap(sweep_task, POINTS[-2:])] == serial[-2:]
 
 
 def test_dask_local_cluster_equals_serial(serial):
