@@ -160,19 +160,17 @@ def plot(results: dict, cfg: dict, path: str) -> None:
         ax1.bar([x + i * width for x in range(len(names))], [max(1, results[s]["cycles"][key]) for s in names],
                 width, label=label)
     ax1.set_yscale("log")
-    ax1.set_xticks([x + 0.4 - width / 2 for x in range(len(names))], names, rotation=20)
+    ax1.set_xticks([x + 0.4 - width / 2 for x in range(len(names))], names, rotation=30, ha="right")
     ax1.set_ylabel("cycles (log)")
     ax1.legend(fontsize=8)
     ax1.set_title("who pays for the teardown")
     rows = [(row, vals) for row, vals in rows_of(results) if row.startswith("TLBI")]
-    bottom = [0] * len(names)
-    for row, vals in rows:
-        ys = [vals[s] for s in names]
-        ax2.bar(names, ys, bottom=bottom, label=row)
-        bottom = [a + b for a, b in zip(bottom, ys)]
-    ax2.set_yscale("symlog")
+    width2 = 0.8 / max(1, len(rows))
+    for i, (row, vals) in enumerate(rows):            # grouped, not stacked: a log scale hides stacks
+        ax2.bar([x + i * width2 for x in range(len(names))], [vals[s] for s in names], width2, label=row)
+    ax2.set_yscale("symlog", linthresh=1)
+    ax2.set_xticks([x + 0.4 - width2 / 2 for x in range(len(names))], names, rotation=30, ha="right")
     ax2.set_ylabel("TLBIs on the exit path")
-    ax2.tick_params(axis="x", rotation=20)
     ax2.legend(fontsize=8)
     ax2.set_title("TLB maintenance")
     fig.suptitle(f"{cfg['workload']}: {cfg['pages']} pages, {cfg['threads']} threads, {cfg['cpus']} CPUs, "
