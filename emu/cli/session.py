@@ -51,13 +51,17 @@ def run_session(config: dict, seed: int = 0, trace: str | None = None, trace_for
         raise
     reason = ""
     ended = "completed"
+    dumps: list = []
     try:
         if sink is not None:
             sink.attach(m, k)
             if dump_at:
                 out = dump_out or sys.stdout
                 sink.dump_at = dump_at
-                sink.dump = lambda cycle, cpu, f: print(dump_mod.dump(m, k, cycle, cpu, f), file=out)
+                def dump(cycle, cpu, f):
+                    dumps.append(cycle)
+                    print(dump_mod.dump(m, k, cycle, cpu, f), file=out)
+                sink.dump = dump
             if trace_insns:
                 trace_instructions(m, sink)
         if getattr(m, "checker", None) is not None:
@@ -70,6 +74,10 @@ def run_session(config: dict, seed: int = 0, trace: str | None = None, trace_for
             reason = str(e)
             ended = f"stopped: {reason}"
         r = result(cfg, seed, m, k, reason, time.perf_counter() - t0)
+        if dump_at and not dumps:
+            print(f"armmu: --dump-at {dump_at}: the kernel never reached {dump_at} in this run "
+                  f"(kernel events are named as in the text trace, e.g. pmap_purge, exit1, reaper)",
+                  file=sys.stderr)
         if r["violations"]:
             ended += f"; {len(r['violations'])} violation(s)"
         return r, m, k
