@@ -171,6 +171,14 @@ def json_record(cycle: int, cpu, kind: Ev | str, f: dict) -> dict:
     return out
 
 
+def with_fsc(ev: Ev, f: dict) -> dict:
+    """A fault record with its fault status code (DFSC/IFSC = kind base + level)."""
+    from ..walker import FSC_BASE, FaultKind
+    kind = FaultKind.PERMISSION if ev is Ev.PERM_FAULT else FaultKind(f.get("fault"))
+    level = f.get("level")
+    return {**f, "fsc": f"{FSC_BASE[kind] + level:#04x}"} if isinstance(level, int) else f
+
+
 # ---------------------------------------------------------------- kernel stacks
 @dataclass
 class StepContext:
@@ -237,6 +245,8 @@ class TraceSink(Trace):
         if self.dump is not None and ev is Ev.KERNEL and fields.get("op") == self.dump_at:
             self.dump(cycle, cpu, fields)
         if self.fh is not None and not self.closed:
+            if ev is Ev.WALK_FAULT or ev is Ev.PERM_FAULT:
+                fields = with_fsc(ev, fields)
             self.emit(cycle, cpu, ev, fields)
 
     def emit(self, cycle, cpu, ev, fields) -> None:

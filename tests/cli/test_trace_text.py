@@ -123,3 +123,16 @@ def test_trace_of_bad_input_leaves_no_file(armmu, tmp_path):
     assert one_line_error(rc, out, err) and not path.exists()
     rc, out, err = armmu("run", "--trace", tmp_path / "no" / "dir" / "t.txt")
     assert one_line_error(rc, out, err) and "does not exist" in err
+
+
+def test_faults_carry_their_fsc(armmu, tmp_path):
+    path = tmp_path / "f.txt"
+    rc, out, err = armmu("run", "--workload", "sparse", "--pages", "4", "--cpus", "1", "--trace", path,
+                         "--trace-filter", "kind=walk-fault")
+    assert rc == 0, err
+    faults = path.read_text().splitlines()[:-1]
+    assert len(faults) >= 4                          # sparse: each page demand-faulted
+    for ln in faults:
+        level = int(re.search(r" level=(\d)", ln).group(1))
+        # Arm ARM DFSC: translation fault, level n = 0b0001nn
+        assert "fault=translation" in ln and f"fsc={0b000100 | level:#04x}" in ln
