@@ -117,7 +117,6 @@ class Kernel:
         self.shell_done = False
         self.live_threads = 0             # workload threads not yet reaped
         self.window: dict = {}            # exit window: events and cycles at start and end
-        self.zombies = 0
         self.workload: list[Process] = []
         kproc = self._new_process("swapper", None, kernel=True)
         self.kernel_process = kproc
