@@ -16,6 +16,7 @@ record of that CPU issued outside it (a user quantum, another proc after a switc
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 
@@ -36,7 +37,7 @@ KERNEL_STEPS = frozenset({
     "pmap_free_asid", "pmap_allocate_asid", "pmap_kremove", "pmap_kenter_pa", "pmap_protect",
     "pmap_fault_fixup", "pmap_enter", "cpu_switchto", "acquire"})
 _STEP_CODE = "_step"                 # Kernel._step(self, ci): one step of the CPU furthest behind
-_USER_CODE = "_user_step"
+_CPU_FILE = os.path.join("emu", "cpu.py")      # Cpu.run: a guest quantum
 _HEX = frozenset({"va", "pa", "xt", "value", "table", "desc", "asid", "pc", "sva", "eva", "pt0pa",
                   "x0", "x8", "desc_pa"})
 _MNEMONIC = {Ev.ISB: "ISB"}
@@ -191,16 +192,19 @@ class StepContext:
 
 def step_context(depth: int = 2) -> StepContext:
     """The kernel call stack at this moment (see the module docstring). A record is
-    stamped with the CPU that issued it, the one Kernel._step is running."""
+    stamped with the CPU that issued it, the one Kernel._step is running; `user`: it was
+    issued inside a guest quantum (Cpu.run is on the stack: Unicorn's hooks call back
+    from inside it)."""
     frames = []
     user = False
     f = sys._getframe(depth)
     while f is not None:
-        name = f.f_code.co_name
+        code = f.f_code
+        name = code.co_name
         if name == _STEP_CODE:
             frames.reverse()
             return StepContext(True, user, frames)
-        if name == _USER_CODE:
+        if name == "run" and code.co_filename.endswith(_CPU_FILE):
             user = True
         elif name in KERNEL_STEPS:
             frames.append(f)
@@ -344,11 +348,15 @@ class PerfettoSink(TraceSink):
     def ts(self, cycle: int) -> float:
         return round(cycle / (self.freq_ghz * 1000.0), 4)
 
-    def _event(self, e: dict) -> None:
+    def _event(self, e: dict, merged: bool = False) -> None:
+        """Write one event. merged: a track fed by several CPU clocks (the reaper, which
+        migrates; the counters; the end), which the kernel model keeps only loosely in step:
+        its events are held at the track's last timestamp rather than run back. A CPU's own
+        track needs no such help: its records come in the order of its clock."""
         if e["ph"] != "M":
-            track = (e["pid"], e["tid"])
-            # a track's clock never runs backwards (records of one CPU are stamped in order)
-            e["ts"] = max(e["ts"], self.last_ts.get(track, 0.0))
+            track = (e["pid"], e["tid"]) if e["ph"] != "C" else (e["pid"], e["name"])
+            if merged:
+                e["ts"] = max(e["ts"], self.last_ts.get(track, 0.0))
             self.last_ts[track] = e["ts"]
         self.fh.write(("" if self._first else ",\n") + json.dumps(e))
         self._first = False
@@ -357,17 +365,19 @@ class PerfettoSink(TraceSink):
     # slices ---------------------------------------------------------
     def _sync(self, track: tuple, frames: list, ts: float) -> None:
         """Close the open slices that are no longer on the stack (LIFO), open the new ones."""
+        merged = track == (PID_KERNEL, TID_REAPER)
         stack = self.stacks.setdefault(track, [])
         keep = 0
         while keep < len(stack) and keep < len(frames) and stack[keep][0] is frames[keep]:
             keep += 1
         while len(stack) > keep:
             _, name = stack.pop()
-            self._event({"name": name, "ph": "E", "ts": ts, "pid": track[0], "tid": track[1]})
+            self._event({"name": name, "ph": "E", "ts": ts, "pid": track[0], "tid": track[1]}, merged)
         for fr in frames[keep:]:
             name = fr.f_code.co_name
             stack.append((fr, name))
-            self._event({"name": name, "cat": "kernel", "ph": "B", "ts": ts, "pid": track[0], "tid": track[1]})
+            self._event({"name": name, "cat": "kernel", "ph": "B", "ts": ts, "pid": track[0], "tid": track[1]},
+                        merged)
 
     def _kernel_frames(self, ctx: StepContext, cpu: int) -> list:
         return ctx.frames if self.filter.passes(cpu, "kernel", {}) else []
@@ -398,7 +408,7 @@ class PerfettoSink(TraceSink):
         if ev is Ev.KERNEL and f.get("op") in ("pmap_allocate_asid", "pmap_free_asid"):
             self.asids += 1 if f["op"] == "pmap_allocate_asid" else -1
             self._event({"name": "live ASIDs", "ph": "C", "ts": self.ts(cycle), "pid": PID_MACHINE,
-                         "tid": TID_COUNTERS, "args": {"asids": self.asids}})
+                         "tid": TID_COUNTERS, "args": {"asids": self.asids}}, merged=True)
 
     def _quantum(self, cycle, cpu, f) -> None:
         """A guest quantum: an X slice, then what happened inside it, then the TLB counters."""
@@ -429,7 +439,8 @@ class PerfettoSink(TraceSink):
             return
         self.tlb_seen[cpu] = occ
         self._event({"name": f"cpu{cpu} TLB entries", "ph": "C", "ts": self.ts(cycle), "pid": PID_MACHINE,
-                     "tid": TID_COUNTERS, "args": {"L2": occ[0], "L1D": occ[1], "L1I": occ[2]}})
+                     "tid": cpu + 1, "args": {"L2": occ[0], "L1D": occ[1], "L1I": occ[2]}},
+                    merged=True)             # also changed at another CPU's DSB, on that CPU's clock
 
     def write_insn(self, cycle, cpu, pc, text) -> None:
         pass                                # instructions: text and jsonl only (too many for a timeline)
@@ -443,7 +454,7 @@ class PerfettoSink(TraceSink):
         for track in list(self.stacks):
             self._sync(track, [], max(ts, self.last_ts.get(track, 0.0)))
         self._event({"name": "end", "cat": "run", "ph": "i", "s": "g", "ts": ts, "pid": PID_MACHINE,
-                     "tid": TID_COUNTERS, "args": {"reason": reason}})
+                     "tid": TID_COUNTERS, "args": {"reason": reason}}, merged=True)
         self.fh.write("\n]\n")
 
 

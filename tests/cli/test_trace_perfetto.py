@@ -33,9 +33,10 @@ def format_problems(events: list) -> list[str]:
                 named_procs.add(e["pid"])
             continue
         tracks.add(track)
-        if e["ts"] < last.get(track, float("-inf")):
-            bad.append(f"event {i}: ts {e['ts']} before {last[track]} on track {track}")
-        last[track] = e["ts"]
+        clock = (e["pid"], "counter", e["name"]) if ph == "C" else track   # a counter is its own track
+        if e["ts"] < last.get(clock, float("-inf")):
+            bad.append(f"event {i}: ts {e['ts']} before {last[clock]} on track {clock}")
+        last[clock] = e["ts"]
         while x_stack[track] and x_stack[track][-1] <= e["ts"] and ph != "E":
             x_stack[track].pop()
         if ph == "B":
