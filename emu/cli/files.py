@@ -18,15 +18,25 @@ def check_writable(path: str | os.PathLike, what: str) -> Path:
         raise BadInput(f"{what} {path}: is a directory")
     if not parent.is_dir():
         raise BadInput(f"{what} {path}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+    if p.exists() and not os.access(p, os.W_OK):
         raise BadInput(f"{what} {path}: not writable")
+    try:                                  # a real probe: root passes access() checks a write fails
+        fd, probe = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise BadInput(f"{what} {path}: not writable ({e.strerror or e})") from None
     return p
 
 
 def atomic_write(path: str | os.PathLike, write, binary: bool = False) -> None:
-    """write(fh) fills a temporary file next to `path`, which then replaces `path`."""
+    """write(fh) fills a temporary file next to `path`, which then replaces `path`
+    (BadInput if the directory refuses it)."""
     p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
+    except OSError as e:
+        raise BadInput(f"{path}: cannot write ({e.strerror or e})") from None
     try:
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as fh:
             write(fh)
