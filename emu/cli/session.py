@@ -45,9 +45,14 @@ def run_session(config: dict, seed: int = 0, trace: str | None = None, trace_for
     try:
         t0 = time.perf_counter()
         cfg, m, k = build(cfg, seed)
-    except BaseException:
+    except ValueError:                       # bad input (RunError, a guest that does not build)
         if sink is not None:
             sink.discard()
+        raise
+    except BaseException as e:               # interrupted or failed while building: say so
+        if sink is not None:
+            sink.close("interrupted while building" if isinstance(e, KeyboardInterrupt)
+                       else f"error while building: {type(e).__name__}: {e}")
         raise
     reason = ""
     ended = "completed"

@@ -136,3 +136,24 @@ def test_faults_carry_their_fsc(armmu, tmp_path):
         level = int(re.search(r" level=(\d)", ln).group(1))
         # Arm ARM DFSC: translation fault, level n = 0b0001nn
         assert "fault=translation" in ln and f"fsc={0b000100 | level:#04x}" in ln
+
+
+def test_interrupted_run_closes_its_trace(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    path = tmp_path / "int.txt"
+    p = subprocess.Popen([sys.executable, "-m", "emu.cli", "run", "--workload", "touch", "--pages", "65536",
+                          "--strategy", "purge-naive", "--cpus", "2", "--trace", str(path),
+                          "--trace-filter", "kind=tlbi"],        # 2 VAE1IS per page, in the teardown only
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while (not path.exists() or path.stat().st_size < 100_000) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 2 and err == "armmu: interrupted\n"
+    lines = path.read_text().splitlines()
+    assert len(lines) > 1000 and lines[-1].endswith(' end reason="interrupted"')
+    assert all(" TLBI " in ln for ln in lines[:-1])
