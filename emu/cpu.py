@@ -51,6 +51,17 @@ PAGE_AF = ATTR_AF | 3                  # an L3 page descriptor (bits[1:0] = 11) 
 # Unicorn CP_REG tuple (crn, crm, op0, op1, op2) of SPSR_EL1: the target of a guest ERET
 _SPSR_EL1 = (4, 0, 3, 0, 0)
 
+# PSTATE as Unicorn reads/writes it: EL1h (DAIF masked, SPSel = 1) and EL0t; the flags
+PSTATE_EL1H, PSTATE_EL0T = 0x3C5, 0x0
+PSTATE_SPSEL = 1
+PSTATE_NZCV = 0xF000_0000
+
+
+@dataclass(slots=True)
+class UserContext:
+    """A thread's saved registers (Cpu.save_context): opaque, restored by Cpu.restore_context."""
+    state: object                        # a unicorn UcContext
+
 
 class StopKind(Enum):
     QUANTUM = "quantum"          # instruction count used up
@@ -293,7 +304,10 @@ class Cpu:
     # ------------------------------------------------------------------ translation
     def lookup(self, va: int, access: Access, el: int) -> Translation | Fault:
         """Translate one access through the TLB model as the hardware would: L1 hit, L2 hit
-        (refilling L1), or walk and fill; then the permission check. Charges cycles."""
+        (refilling L1), or walk and fill; then the permission check. Charges cycles.
+        Returns the TLB entry used, shared by every VA of its page or block (its `va` and
+        `pa` are those of the walk that filled it): the PA of this access is
+        `entry.pa_of(va)`. Or the Fault."""
         return self._translate(va, int(access), el)
 
     def _build_translate(self):
@@ -997,13 +1011,24 @@ class Cpu:
 
     # ------------------------------------------------------------------ running guest code
     def set_el(self, el: int) -> None:
-        """Switch the exception level Unicorn runs at (EL0 user code, EL1 kernel code)."""
+        """Switch the exception level Unicorn runs at (EL0t user code, EL1h kernel code) as
+        an exception entry or return does, banking the SP: a PSTATE write through Unicorn
+        does not (QEMU's aarch64_save_sp/aarch64_restore_sp run only on its own entries and ERETs)."""
         if el == self.el:
             return
-        self.uc.reg_write(A.UC_ARM64_REG_PSTATE, 0x3C5 if el == 1 else 0x0)
+        uc = self.uc
+        uc.reg_write(self._live_sp_bank(), uc.reg_read(A.UC_ARM64_REG_SP))
+        uc.reg_write(A.UC_ARM64_REG_PSTATE, PSTATE_EL1H if el == 1 else PSTATE_EL0T)
+        uc.reg_write(A.UC_ARM64_REG_SP, uc.reg_read(A.UC_ARM64_REG_SP_EL1 if el == 1 else A.UC_ARM64_REG_SP_EL0))
         # a CP_REG write makes Unicorn rebuild its cached hflags (docs/unicorn.md §EL0)
-        self.uc.reg_write(A.UC_ARM64_REG_CP_REG, (13, 0, 3, 3, 2, self.uc.reg_read(A.UC_ARM64_REG_TPIDR_EL0)))
+        uc.reg_write(A.UC_ARM64_REG_CP_REG, (13, 0, 3, 3, 2, uc.reg_read(A.UC_ARM64_REG_TPIDR_EL0)))
         self.el = el
+
+    def _live_sp_bank(self, pstate: int | None = None) -> int:
+        """The banked register the live SP stands for: SP_EL1 at EL1h, else SP_EL0 (EL0, EL1t)."""
+        if pstate is None:
+            pstate = self.uc.reg_read(A.UC_ARM64_REG_PSTATE)
+        return A.UC_ARM64_REG_SP_EL1 if (pstate >> 2) & 3 == 1 and pstate & PSTATE_SPSEL else A.UC_ARM64_REG_SP_EL0
 
     @property
     def pc(self) -> int:
@@ -1021,11 +1046,64 @@ class Cpu:
 
     @property
     def sp(self) -> int:
-        return self.uc.reg_read(A.UC_ARM64_REG_SP_EL0 if self.el == 0 else A.UC_ARM64_REG_SP)
+        """The SP of the running EL (SP_EL0 at EL0, SP_EL1 at EL1): Unicorn's live SP."""
+        return self.uc.reg_read(A.UC_ARM64_REG_SP)
 
     @sp.setter
     def sp(self, v: int) -> None:
-        self.uc.reg_write(A.UC_ARM64_REG_SP_EL0 if self.el == 0 else A.UC_ARM64_REG_SP, v)
+        self.uc.reg_write(A.UC_ARM64_REG_SP, v & ((1 << 64) - 1))
+
+    @property
+    def sp_el0(self) -> int:
+        """The user stack pointer, at either EL (live at EL0, banked at EL1)."""
+        bank = self._live_sp_bank()
+        return self.uc.reg_read(A.UC_ARM64_REG_SP if bank == A.UC_ARM64_REG_SP_EL0 else A.UC_ARM64_REG_SP_EL0)
+
+    @sp_el0.setter
+    def sp_el0(self, v: int) -> None:
+        bank = self._live_sp_bank()
+        self.uc.reg_write(A.UC_ARM64_REG_SP if bank == A.UC_ARM64_REG_SP_EL0 else A.UC_ARM64_REG_SP_EL0,
+                          v & ((1 << 64) - 1))
+
+    @property
+    def nzcv(self) -> int:
+        """PSTATE.{N,Z,C,V} in bits [31:28], as MRS NZCV reads them."""
+        return self.uc.reg_read(A.UC_ARM64_REG_NZCV)
+
+    @nzcv.setter
+    def nzcv(self, v: int) -> None:
+        self.uc.reg_write(A.UC_ARM64_REG_NZCV, v & PSTATE_NZCV)
+
+    @property
+    def tpidr_el0(self) -> int:
+        return self.uc.reg_read(A.UC_ARM64_REG_TPIDR_EL0)
+
+    @tpidr_el0.setter
+    def tpidr_el0(self, v: int) -> None:
+        self.uc.reg_write(A.UC_ARM64_REG_TPIDR_EL0, v & ((1 << 64) - 1))
+
+    def save_context(self) -> "UserContext":
+        """The running thread's register state, for a context switch or a trap: x0..x30,
+        PC, SP_EL0, NZCV, TPIDR_EL0, ELR_EL1/SPSR_EL1 (and FP/SIMD), as one Unicorn context (a
+        memcpy of the vCPU state, ~4 us, against ~120 us for the registers one by one)."""
+        if self._live_sp_bank() == A.UC_ARM64_REG_SP_EL0:
+            self.uc.reg_write(A.UC_ARM64_REG_SP_EL0, self.uc.reg_read(A.UC_ARM64_REG_SP))   # banked, where restore reads it
+        return UserContext(self.uc.context_save())
+
+    def restore_context(self, ctx: "UserContext") -> None:
+        """Make a saved thread state this CPU's (saved on any CPU, at either EL). What a
+        Unicorn context also carries of the CPU and moment it was saved is put back to this
+        CPU's own: its EL and SP_EL1 (PSTATE but NZCV), and its TTBRs/TCR/MAIR (the model's
+        are the truth). Unicorn's TLB is this CPU's and stays valid."""
+        uc = self.uc
+        pstate = uc.reg_read(A.UC_ARM64_REG_PSTATE)
+        bank = self._live_sp_bank(pstate)
+        sp_el1 = uc.reg_read(A.UC_ARM64_REG_SP if bank == A.UC_ARM64_REG_SP_EL1 else A.UC_ARM64_REG_SP_EL1)
+        uc.context_restore(ctx.state)
+        uc.reg_write(A.UC_ARM64_REG_PSTATE, uc.reg_read(A.UC_ARM64_REG_PSTATE) & PSTATE_NZCV | pstate & ~PSTATE_NZCV)
+        uc.reg_write(A.UC_ARM64_REG_SP_EL1, sp_el1)
+        uc.reg_write(A.UC_ARM64_REG_SP, sp_el1 if bank == A.UC_ARM64_REG_SP_EL1 else uc.reg_read(A.UC_ARM64_REG_SP_EL0))
+        self._sync_sysregs()                 # (its CP_REG writes also rebuild Unicorn's hflags)
 
     def run(self, count: int, pc: int | None = None) -> Stop:
         """Run up to `count` (> 0) guest instructions from pc (default: where it stopped).

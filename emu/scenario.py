@@ -38,11 +38,9 @@ def map_program(machine, ps, cpu, pm, prog) -> list[int]:
 
 def setregs(cpu, prog) -> None:
     """exec's setregs (sys/arch/arm64/arm64/machdep.c): x0..x30 = 0, pc = the entry point,
-    sp = the top of the stack region; call at EL0, after pmap_userret. The live SP is
-    written: at EL0 Unicorn does not make a write of the banked SP_EL0 register current."""
-    from unicorn.arm64_const import UC_ARM64_REG_SP
+    sp = the top of the stack region (SP_EL0, at either EL)."""
     for n in range(31):
         cpu.set_reg(n, 0)
     cpu.pc = prog.entry
     if prog.initial_sp is not None:
-        cpu.uc.reg_write(UC_ARM64_REG_SP, prog.initial_sp)
+        cpu.sp_el0 = prog.initial_sp

@@ -108,8 +108,13 @@ class Translation:
     # derived fields: properties, so that the hot path builds fewer attributes
     @property
     def pa(self) -> int:
-        """The PA of `va`."""
+        """The PA of `va`, the VA this walk was for. A TLB entry serves every VA of its
+        page or block: for the VA of a lookup, use pa_of(va)."""
         return self.pa_base | (self.va & (self.size - 1))
+
+    def pa_of(self, va: int) -> int:
+        """The PA this entry gives `va` (a VA inside its page or block)."""
+        return self.pa_base | (va & (self.size - 1))
 
     @property
     def attrindx(self) -> int:

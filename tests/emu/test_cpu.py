@@ -540,3 +540,20 @@ def test_el0_cannot_touch_kernel_pages_el1_can_touch_user_pages():
     assert cpu.run(100, pc=stop.pc).kind is StopKind.SVC
     r = cpu.lookup(DATA, Access.WRITE, 1)             # v8.0, no PAN: EL1 may write a user page
     assert r.__class__ is not Fault
+
+
+def test_a_tlb_hit_gives_the_pa_of_the_va_asked():
+    """One entry serves every VA of its page: the PA of a lookup is the entry's PA for
+    the VA asked (entry.pa_of(va)), also when the entry came from another VA's walk."""
+    m = machine(1)
+    t = Tables(m)
+    pa = t.map(DATA)
+    cpu = m.cpus[0]
+    switch_to(cpu, t)
+    first = cpu.lookup(DATA + 0x10, Access.READ, 0)
+    assert first.pa_of(DATA + 0x10) == first.pa == pa + 0x10
+    misses = cpu.tlb.dtlb.stats.misses
+    for off in (0x0, 0x7F8, 0xFFF):
+        e = cpu.lookup(DATA + off, Access.READ, 0)
+        assert e is first and e.pa_of(DATA + off) == pa + off
+    assert cpu.tlb.dtlb.stats.misses == misses            # L1 hits

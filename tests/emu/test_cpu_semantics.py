@@ -6,6 +6,7 @@ Expected values come from the Arm ARM (DDI 0487): C6.2 for encodings and UNDEFIN
 D5.2 (VA ranges, TBI), D13.2.102 (PAR_EL1), D8 (TLB maintenance, completion by DSB).
 """
 import pytest
+from unicorn import arm64_const as A
 
 from emu.cpu import StopKind
 from emu.descriptors import AP_RO_ALL, AP_RO_EL1, AP_RW_EL1, table_desc
@@ -529,3 +530,84 @@ def test_exception_in_the_fill_hook_reaches_the_caller(one):
         cpu.run(100, pc=CODE)
     m.walk_observers.clear()
     assert cpu.run(100, pc=CODE).kind is StopKind.SVC
+
+
+# ---------------------------------------------------------------- stack pointers and thread contexts
+SP_SWAP = "_start:\n mov x0, sp\n mov sp, x1\n svc #0\n"          # old SP out, new SP in
+
+
+def test_sp_is_the_stack_pointer_of_the_running_el(one):
+    """Cpu.sp is SP_EL0 at EL0 and SP_EL1 at EL1 (Arm ARM D1.8.2, SPSel); an EL switch banks
+    them as exception entry and return do, and sp_el0 reaches the user SP from either EL."""
+    m, t, cpu = one
+    load(t, SP_SWAP)
+    load(t, SP_SWAP, va=KCODE, el=1)
+    cpu.set_el(0)
+    cpu.sp = 0x7000
+    cpu.set_reg(1, 0x9000)
+    assert cpu.run(100, pc=CODE).kind is StopKind.SVC
+    assert cpu.reg(0) == 0x7000 and cpu.sp == 0x9000 and cpu.sp_el0 == 0x9000
+    cpu.set_el(1)
+    cpu.sp = 0x5000                               # the kernel stack: not the user's
+    assert cpu.sp_el0 == 0x9000
+    cpu.sp_el0 = 0xA000
+    cpu.set_el(0)
+    cpu.set_reg(1, 0xB000)
+    assert cpu.run(100, pc=CODE).kind is StopKind.SVC and cpu.reg(0) == 0xA000
+    cpu.set_el(1)
+    assert (cpu.sp, cpu.sp_el0) == (0x5000, 0xB000)
+    cpu.set_reg(1, 0x6000)
+    assert cpu.run(100, pc=KCODE).kind is StopKind.SVC and cpu.reg(0) == 0x5000
+    assert (cpu.sp, cpu.sp_el0) == (0x6000, 0xB000)
+
+
+USER_STATE = """
+_start:
+    mov x5, #42
+    mov sp, x1
+    msr tpidr_el0, x2
+    cmp x5, x5                 // Z = C = 1
+    svc #0
+"""
+CHECK_STATE = """
+_start:
+    mov x0, sp
+    mrs x3, tpidr_el0
+    svc #0
+"""
+
+
+@pytest.mark.parametrize("saved_at", [0, 1], ids=["saved-at-el0", "saved-at-el1"])
+def test_a_thread_context_moves_to_another_cpu(saved_at):
+    """Cpu.save_context on cpu0, restore_context on cpu1: the thread's registers, SP_EL0,
+    TPIDR_EL0 and NZCV move; cpu1 keeps its own EL, SP_EL1 and translation registers."""
+    m = machine(2)
+    t, other = Tables(m), Tables(m)
+    load(t, USER_STATE)
+    c0, c1 = m.cpus
+    switch_to(c0, t)
+    switch_to(c1, other, asid=7)
+    c1.set_el(1)
+    c1.sp = 0x5000
+    c0.set_el(0)
+    c0.set_reg(1, 0x8000)
+    c0.set_reg(2, 0x1234)
+    assert c0.run(100, pc=CODE).kind is StopKind.SVC
+    flags = c0.nzcv
+    c0.set_el(saved_at)                           # (an EL switch sets PSTATE: the kernel keeps NZCV)
+    c0.nzcv = flags
+    ctx = c0.save_context()
+    c0.set_reg(5, 0)
+    c1.restore_context(ctx)
+    assert (c1.reg(5), c1.sp_el0, c1.tpidr_el0, c1.nzcv >> 28) == (42, 0x8000, 0x1234, 0b0110)
+    assert (c1.el, c1._raw.el(), c1.sp) == (1, 1, 0x5000)
+    assert (c1.asid, c1.ttbr0) == (7, make_ttbr(other.l1))
+    for r in (SysReg.TTBR0_EL1, SysReg.TTBR1_EL1, SysReg.TCR_EL1):
+        assert c1.uc.reg_read(A.UC_ARM64_REG_CP_REG, r.cp_reg) == c1.mrs(r)
+    assert c0.reg(5) == 0                         # a copy: cpu0's registers are its own
+    # the thread runs on cpu1 from its state (cpu1 back on the thread's tables)
+    switch_to(c1, t)
+    c1.set_el(0)
+    load(t, CHECK_STATE, va=CODE + 0x1000)
+    assert c1.run(100, pc=CODE + 0x1000).kind is StopKind.SVC
+    assert (c1.reg(0), c1.reg(3)) == (0x8000, 0x1234)

@@ -52,7 +52,7 @@ def m():
 def read(cpu, va, el=0):
     r = cpu.lookup(va, Access.READ, el)
     assert r.__class__ is not Fault, r
-    return r.pa_base | (va & (r.size - 1))
+    return r.pa_of(va)
 
 
 def flush(cpu, op, xt):

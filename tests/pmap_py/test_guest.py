@@ -145,10 +145,8 @@ rw:	.quad 0
 
 
 def _pa(cpu, va, el=0):
-    """PA of va through cpu's TLB model (a TLB hit returns the entry of the first VA filled,
-    so the offset comes from va)."""
-    t = cpu.lookup(va, Access.READ, el)
-    return t.pa_base | (va & (t.size - 1))
+    """PA of va through cpu's TLB model."""
+    return cpu.lookup(va, Access.READ, el).pa_of(va)
 
 
 def test_exec_maps_segments_and_regions_with_their_protections(tmp_path):
@@ -191,7 +189,7 @@ def test_threads_c_runs_on_two_cpus_through_the_pmap():
     child runs on cpu1 in the same pmap (registers copied, x0 = 0, sp = tf_stack, as the
     ABI in guest/syscalls.py says), both touch their pages; the child __threxit's, main
     waits for its DONE flag and exits 0. A small kernel loop stands in for the kernel."""
-    from unicorn.arm64_const import UC_ARM64_REG_NZCV, UC_ARM64_REG_SP
+    from unicorn.arm64_const import UC_ARM64_REG_NZCV
 
     from emu.scenario import map_program, setregs
     from guest.programs import load
@@ -225,7 +223,7 @@ def test_threads_c_runs_on_two_cpus_through_the_pmap():
             for n in range(31):
                 c1.set_reg(n, cpu.reg(n))
             ret(c1, 0)
-            c1.uc.reg_write(UC_ARM64_REG_SP, stack)       # the live SP (see emu.scenario.setregs)
+            c1.sp_el0 = stack
             c1.pc = cpu.pc
             ret(cpu, 100)
             return False                       # start the second phase with both CPUs
