@@ -60,9 +60,10 @@ Interface for the kernel model (all optional):
 * ``on_violation(v)``: called for every new violation (e.g. to stop a run at the first).
 * ``reproducer``: the command line quoted in every violation.
 
-Limit: a block a TLB cannot hold whole is kept there as slices (emu/tlb.py); the checker
-follows the walk's entry, so slices made before it was marked stale are not marked, and a
-block held only as slices is not tracked. OpenBSD's pmap maps pages only.
+Blocks: a block a TLB cannot hold whole is kept there as slices that share the walk
+entry's stale mark (emu/tlb.py), so a hit on a slice is reported; but the record of a
+block held only as slices (the walk entry itself in no TLB, refs == 0) is pruned, so a
+frame free under it is not seen. OpenBSD's pmap maps pages only.
 
 Cost: one call per walk (a few dict operations), one per frame event (only the entries
 that map that frame are looked at: a reverse map frame -> fills, pruned lazily by the
