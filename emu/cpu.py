@@ -27,7 +27,7 @@ from unicorn import arm64_const as A
 
 from . import unicorn_boundary as ucb
 from .sysregs import SCTLR_M, SysReg, openbsd_tcr
-from .tlb import _TAG_BITS, GLOBAL_TAG, SetAssocTLB, TLBHierarchy, TLBIRun, WalkCache
+from .tlb import _TAG_BITS, GLOBAL_TAG, SetAssocTLB, TLBHierarchy, TLBIRun, WalkCache, invalidate_va
 from .tlbi import DSB_OPTION_SCOPE, Scope, TLBIOp, dsb_option, tlbi_asid, tlbi_va
 from .trace import Ev
 from .descriptors import ATTR_AF, ATTR_nG, OA_MASK
@@ -848,10 +848,19 @@ class Cpu:
         pending, self.pending = self.pending, []
         if not pending:
             return
+        everywhere = self.machine.tlbs
         for op, va, asid, done_here in pending:
-            for cpu in (self.machine.cpus if op.broadcast else (self,)):
-                if not (cpu is self and done_here):
-                    cpu.tlb.invalidate(op, va, asid)
+            if op.broadcast:
+                reach = [t for t in everywhere if t is not self.tlb] if done_here else everywhere
+            elif done_here:
+                continue
+            else:
+                reach = (self.tlb,)
+            if op.by_va:
+                invalidate_va(reach, op, va, asid)        # the keys computed once for every CPU
+            else:
+                for t in reach:
+                    t.invalidate(op, va, asid)
         # Unicorn's TLB only holds what the model holds: it must forget what the model lost,
         # at once if this CPU is running guest code, else before it next runs (Cpu.run)
         if self._in_guest and self.tlb.lost:

@@ -48,6 +48,7 @@ class Machine:
         self.frames.listeners.append(self._frame_changed)
         self.mem.write_listeners.append(self._host_wrote)
         self.cpus = [Cpu(self, i) for i in range(ncpus)]
+        self.tlbs = [cpu.tlb for cpu in self.cpus]       # what a broadcast TLBI reaches
 
     # ---------------------------------------------------------------- code coherence
     def code_fetched(self, pa: int) -> None:

@@ -24,6 +24,7 @@ GLOBAL_TAG = 0x10000            # ASID tag of global entries: outside any 16-bit
 _ALL, _ASID, _VA, _VAA = Scope.ALL, Scope.ASID, Scope.VA, Scope.VAA
 _TAG_BITS = 17
 _TAG_MASK = (1 << _TAG_BITS) - 1
+_ONLY_4K = (12,)                 # SetAssocTLB.shifts when only 4 KB entries are held
 
 
 def _span_id(base: int, shift: int) -> int:
@@ -192,7 +193,28 @@ class SetAssocTLB:
 
     def _update_shifts(self) -> None:
         sc = self.shift_count
-        self.shifts = tuple(x for x in self._possible_shifts if sc[x])
+        shifts = tuple(x for x in self._possible_shifts if sc[x])
+        self.shifts = _ONLY_4K if shifts == _ONLY_4K else shifts      # one object: tested by identity
+
+    def _dropped_4k(self, k: int, e: Translation) -> None:
+        """_dropped for a 4 KB Translation (no slice), already popped from its set; counted
+        as flushed (the TLBI paths)."""
+        tag = k & _TAG_MASK
+        d = self.by_tag[tag]
+        del d[k]
+        if not d:
+            del self.by_tag[tag]
+        self.stats.flushed_entries += 1
+        n = self.shift_count[12] - 1
+        self.shift_count[12] = n
+        if n == 0:
+            if self.shifts is _ONLY_4K:
+                self.shifts = ()
+            else:
+                self._update_shifts()
+        e.refs -= 1
+        if e.refs == 0 and self.on_remove is not None:
+            self.on_remove(e)
 
     def _dropped(self, k: int, e: Translation) -> None:
         """Bookkeeping for entry e (key k), already popped from its set."""
@@ -417,6 +439,10 @@ class WalkCacheEntry:
     asid: int            # ASID of the walk that filled it
 
 
+# WalkCache.levels for each set of table levels present (bits: L3, L2, L1), deepest first
+_LEVELS_PRESENT = [tuple(lv for lv, bit in ((3, 4), (2, 2), (1, 1)) if m & bit) for m in range(8)]
+
+
 def _region_shift(level: int) -> int:
     # a level-L table covers the VA region translated by the levels above it
     return 12 + 9 * (4 - level)
@@ -505,7 +531,8 @@ class WalkCache:
         self.stats.inserts += 1
 
     def _update_levels(self) -> None:
-        self.levels = tuple(lv for lv in (3, 2, 1) if self.level_count[lv])
+        lc = self.level_count
+        self.levels = _LEVELS_PRESENT[(lc[3] > 0) << 2 | (lc[2] > 0) << 1 | (lc[1] > 0)]
 
     def _dropped(self, k: int) -> None:
         asid = k & _TAG_MASK
@@ -635,46 +662,7 @@ class TLBHierarchy:
             if not op.last_level:
                 n += self.walk_cache.invalidate(scope, va, asid)
             return n
-        # NOTE: inlined from SetAssocTLB.invalidate / _invalidate_va and the WalkCache's, for
-        # speed: the by-VA TLBI of every page of a teardown reaches every CPU
-        n = 0
-        for t in self._leaf_tlbs:
-            st = t.stats
-            st.flush_ops += 1
-            if not t.shifts:
-                continue
-            if scope is _VAA or t.slice_blocks:
-                m = t._invalidate_va(va, (asid, GLOBAL_TAG) if scope is _VA else None)
-            else:
-                m = 0
-                sets, mask = t.sets, t.set_mask
-                for shift in t.shifts:
-                    vpn = va >> shift
-                    s = sets[vpn & mask]
-                    if s:
-                        k = (vpn << 6 | shift) << _TAG_BITS | asid
-                        e = s.pop(k, None)
-                        if e is not None:
-                            t._dropped(k, e)
-                            m += 1
-                        k = (vpn << 6 | shift) << _TAG_BITS | GLOBAL_TAG
-                        e = s.pop(k, None)
-                        if e is not None:
-                            t._dropped(k, e)
-                            m += 1
-            if m:
-                st.flushed_entries += m
-                n += m
-        if not op.last_level:
-            w = self.walk_cache
-            st = w.stats
-            st.flush_ops += 1
-            if w.levels:
-                m = w._invalidate_va(va, (asid,) if scope is _VA else None)
-                if m:
-                    st.flushed_entries += m
-                    n += m
-        return n
+        return invalidate_va((self,), op, va, asid)
 
     def invalidate_run(self, run: TLBIRun, table_run: TLBIRun) -> int:
         """Apply a run of TLBIs (`table_run`: its non-last-level ops, for the walk cache)
@@ -691,3 +679,62 @@ class TLBHierarchy:
             for e in t:
                 seen[id(e)] = e
         return list(seen.values())
+
+
+def invalidate_va(hierarchies, op: TLBIOp, va: int, asid: int) -> int:
+    """Apply one completed by-VA TLBI (VA or VAA scope) to the TLBs of every CPU in
+    `hierarchies`: TLBHierarchy.invalidate for each, the keys computed once. Returns the
+    entries removed."""
+    # NOTE: inlined from SetAssocTLB.invalidate / _invalidate_va / _dropped and the
+    # WalkCache's, for speed: the by-VA TLBI of every page of a teardown reaches every CPU
+    # (a VA-scope op on TLBs holding only 4 KB entries, the common case, is unrolled)
+    by_asid = op.scope is _VA
+    vpn12 = va >> 12
+    base12 = (vpn12 << 6 | 12) << _TAG_BITS
+    ka, kg = base12 | asid, base12 | GLOBAL_TAG
+    tables = not op.last_level
+    if tables and by_asid:
+        wkeys = [None, None] + [(va >> (12 + 9 * (4 - lv)), ((va >> (12 + 9 * (4 - lv))) << 6 | lv) << _TAG_BITS | asid)
+                                for lv in (2, 3)]                       # level -> (vpn, key): _region_shift
+    n = 0
+    for h in hierarchies:
+        for t in h._leaf_tlbs:
+            t.stats.flush_ops += 1
+            shifts = t.shifts
+            if not shifts:
+                continue
+            if shifts is not _ONLY_4K or not by_asid:
+                m = t._invalidate_va(va, (asid, GLOBAL_TAG) if by_asid else None)
+                if m:
+                    t.stats.flushed_entries += m
+                    n += m
+                continue
+            s = t.sets[vpn12 & t.set_mask]
+            e = s.pop(ka, None)
+            if e is not None:
+                t._dropped_4k(ka, e)
+                n += 1
+            e = s.pop(kg, None)
+            if e is not None:
+                t._dropped_4k(kg, e)
+                n += 1
+        if tables:
+            w = h.walk_cache
+            w.stats.flush_ops += 1
+            levels = w.levels
+            if not levels:
+                continue
+            if by_asid and levels[-1] >= 2:
+                sets, mask = w.sets, w.set_mask
+                for level in levels:
+                    vpn, k = wkeys[level]
+                    if sets[vpn & mask].pop(k, None) is not None:
+                        w._dropped(k)
+                        w.stats.flushed_entries += 1
+                        n += 1
+            else:
+                m = w._invalidate_va(va, (asid,) if by_asid else None)
+                if m:
+                    w.stats.flushed_entries += m
+                    n += m
+    return n

@@ -35,6 +35,7 @@ Model
 from __future__ import annotations
 
 import random
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Callable, Iterator
@@ -275,6 +276,8 @@ class PmapSystem:
         # flush a pmap_remove's TLBIs through Cpu.tlbi_flush_batch (same events, cycles and
         # TLB contents as one sequence at a time); off: one sequence at a time
         self.batch_flushes = True
+        self._held_flushes: list | None = None     # flushes_batched: the held (op, xt) pairs
+        self._held_cpu = None
         self._managed_kinds = frozenset((FrameKind.USER, FrameKind.KERNEL))
         self._sync_page = policy.icache_sync is IcacheSync.SYNC_PAGE
         self.ap_bits_user = {**ap_bits_user, PROT_NONE: policy.ap_prot_none}
@@ -492,8 +495,30 @@ class PmapSystem:
         then for ASID|ASID_USER."""
         if pm.pm_active == 0 and self.policy.ttlb_flush_skips_inactive:
             return
+        if self._held_flushes is not None and self._held_cpu is cpu:
+            self._held_flushes.extend(self.ttlb_flush_ops(pm, va))
+            return
         for op, xt in self.ttlb_flush_ops(pm, va):
             tlb_flush_seq(cpu, op, xt)
+
+    @contextmanager
+    def flushes_batched(self, cpu) -> Iterator[None]:
+        """Within: cpu's ttlb_flushes (pmap.c 1.58's pmap_enter flushes every page it
+        enters, even on an inactive pmap) are held and issued at the end as one
+        Cpu.tlbi_flush_batch: the same events, cycles and TLB contents as one sequence at a
+        time, for a loop of pmap calls during which nothing fills a TLB (a populate: no
+        guest code, no lookup). Traced, or with the erratum's repeated TLBI, nothing is
+        held: every record keeps its cycle stamp."""
+        if (self._held_flushes is not None or self.machine.trace is not None or not self.batch_flushes
+                or self.machine.core.repeat_tlbi):
+            yield
+            return
+        self._held_flushes, self._held_cpu = [], cpu
+        try:
+            yield
+        finally:
+            flushes, self._held_flushes, self._held_cpu = self._held_flushes, None, None
+            cpu.tlbi_flush_batch(flushes)
 
     def ttlb_flush_ops(self, pm: Pmap, va: int) -> list[tuple[TLBIOp, int]]:
         """The (TLBI, operand) pairs of one ttlb_flush, whether or not it is skipped."""

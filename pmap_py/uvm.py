@@ -221,16 +221,17 @@ class Uvm:
         prot = e.protection
         flags = prot | PMAP_CANFAIL
         user = FrameKind.USER
-        for va in range(e.start, e.end, PAGE_SIZE):
-            pa = alloc(user, pm)
-            anon[va] = pa
-            if contents is not None:
-                if prot & PROT_EXEC:
-                    self.machine.load_code(pa, contents(va))
-                else:
-                    self.machine.mem.write(pa, contents(va))
-            if enter(cpu, pm, va, pa, prot, flags):
-                raise OutOfFrames("no frame left for a page table")
+        with self.ps.flushes_batched(cpu):          # (1.58 flushes every page entered)
+            for va in range(e.start, e.end, PAGE_SIZE):
+                pa = alloc(user, pm)
+                anon[va] = pa
+                if contents is not None:
+                    if prot & PROT_EXEC:
+                        self.machine.load_code(pa, contents(va))
+                    else:
+                        self.machine.mem.write(pa, contents(va))
+                if enter(cpu, pm, va, pa, prot, flags):
+                    raise OutOfFrames("no frame left for a page table")
 
     def _drop_pages(self, cpu, vm: Vmspace, e: MapEntry) -> None:
         self.ps.pmap_remove(cpu, vm.pmap, e.start, e.end)

@@ -9,6 +9,7 @@ ttlb_flush(pmap_kernel()) = 1 cpu_tlb_flush_all_asid.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 
 import pytest
@@ -504,3 +505,45 @@ def test_pmap_protect_exec_only_drops_read_in_1_113_not_in_1_58():
         assert isinstance(xlate(m, pm, VA, Access.FETCH), Translation)
         assert isinstance(xlate(m, pm, VA, Access.READ), Translation) is readable, legacy
         assert xlate(m, pm, VA, Access.WRITE).kind is FaultKind.PERMISSION
+
+
+def _populate_run(revision, batch):
+    """4 CPUs holding leaf and walk-cache entries of a live pmap's first pages, one TLBI
+    pending on cpu0; then cpu0 enters 39 more pages of the same L3 table and maps a held
+    page again (pmap_remove_pted first), the loop inside flushes_batched or not."""
+    m, ps = make(revision=revision, ncpus=4, seed=3)
+    cpus = m.cpus
+    pm = ps.pmap_create(cpus[0])
+    frames = user_frames(m, pm, 48)
+    for i, pa in enumerate(frames[:8]):
+        ps.pmap_enter(cpus[0], pm, VA + i * 0x1000, pa, RW)
+    for c in cpus:
+        ps.pmap_activate(c, pm)
+    for c in cpus[:2]:
+        ps.pmap_userret(c)
+    for i, c in enumerate(cpus):
+        for k in range(8):
+            assert isinstance(c.lookup(VA + k * 0x1000, Access.READ, 0 if i < 2 else 1), Translation)
+    before = cpus[0].events["tlbi.VAE1IS"]
+    cpus[0].tlbi(TLBIOp.VAE1IS, ((VA + 0x1000) >> 12) | (pm.asid | 1) << 48)      # pending, no DSB yet
+    with ps.flushes_batched(cpus[0]) if batch else contextlib.nullcontext():
+        for i, pa in enumerate(frames[8:47]):
+            ps.pmap_enter(cpus[0], pm, VA + (8 + i) * 0x1000, pa, RW)
+        ps.pmap_enter(cpus[0], pm, VA, frames[47], RW)
+    return m, cpus[0].events["tlbi.VAE1IS"] - before, frames[47]
+
+
+@pytest.mark.parametrize("revision", ["1.58", "1.113"])
+def test_batched_enter_flushes_equal_one_sequence_at_a_time(revision):
+    (ma, tlbis, new_pa), (mb, tlbis_b, _) = _populate_run(revision, True), _populate_run(revision, False)
+    # hand count: 39 new pages x ttlb_flush (2 VAE1IS helpers); the page entered again:
+    # pmap_remove_pted's ttlb_flush (and pmap_pte_remove's own in 1.58) and the enter's;
+    # plus the pending TLBI on cpu0
+    assert tlbis == tlbis_b == 39 * 2 + (6 if revision == "1.58" else 4) + 1
+    for ca, cb in zip(ma.cpus, mb.cpus):
+        assert ca.events == cb.events and ca.cycles == cb.cycles and ca.pending == cb.pending == []
+    assert ma.stats() == mb.stats()
+    assert sum(ma.stats()[f"cpu{i}.walk_cache.flushed_entries"] for i in range(4)) > 0
+    for i, c in enumerate(ma.cpus):                  # the old translation of VA is gone everywhere
+        r = c.lookup(VA, Access.READ, 0 if i < 2 else 1)
+        assert isinstance(r, Translation) and r.pa_of(VA) == new_pa
