@@ -89,9 +89,6 @@ class TraceFilter:
                 raise BadInput(f"--trace-filter: unknown key {key!r} (keys cpu, asid, kind, va)")
         return f
 
-    def __bool__(self) -> bool:
-        return bool(self.cpus or self.asids or self.kinds or self.vas)
-
     def passes(self, cpu: int, kind: str, f: dict) -> bool:
         if self.cpus and cpu not in self.cpus:
             return False
@@ -228,7 +225,6 @@ class TraceSink(Trace):
         self.dump = None                    # fn(cycle, cpu, fields) when a record's op is dump_at
         self.dump_at: str | None = None
         self.closed = False
-        self.written = 0
         self.fh = None
         if path is not None:
             try:
@@ -291,7 +287,6 @@ class TraceSink(Trace):
 class TextSink(TraceSink):
     def write_record(self, cycle, cpu, ev, fields) -> None:
         self.fh.write(text_line(cycle, cpu, ev, fields) + "\n")
-        self.written += 1
 
     def write_insn(self, cycle, cpu, pc, text) -> None:
         self.fh.write(f"{cycle:>12} cpu{cpu:<2} insn pc={pc:#x} {text}\n")
@@ -303,7 +298,6 @@ class TextSink(TraceSink):
 class JsonlSink(TraceSink):
     def write_record(self, cycle, cpu, ev, fields) -> None:
         self.fh.write(json.dumps(json_record(cycle, cpu, ev, fields)) + "\n")
-        self.written += 1
 
     def write_insn(self, cycle, cpu, pc, text) -> None:
         self.fh.write(json.dumps({"cycle": cycle, "cpu": cpu, "event": "insn", "pc": pc, "insn": text}) + "\n")
@@ -360,7 +354,6 @@ class PerfettoSink(TraceSink):
             self.last_ts[track] = e["ts"]
         self.fh.write(("" if self._first else ",\n") + json.dumps(e))
         self._first = False
-        self.written += 1
 
     # slices ---------------------------------------------------------
     def _sync(self, track: tuple, frames: list, ts: float) -> None:
@@ -470,34 +463,32 @@ def open_sink(path: str | None, fmt: str = "text", filt: TraceFilter | None = No
 # ---------------------------------------------------------------- guest instructions
 def trace_instructions(machine, sink: TraceSink) -> None:
     """--trace-insns: every guest instruction, disassembled with capstone, into the sink.
-    A Unicorn code hook per CPU (a user-side observer: it changes no state and no count);
-    the cycle stamp is the CPU's clock plus base CPI per instruction so far in the quantum."""
+    A Unicorn code hook per CPU (an observer: it changes no state and no count); the cycle
+    stamp is the CPU's clock plus base CPI per instruction so far in the quantum (Cpu.run
+    adds the instructions' cycles when the quantum ends)."""
     from capstone import CS_ARCH_ARM64, CS_MODE_ARM, Cs
     from unicorn import UC_HOOK_CODE
     cs = Cs(CS_ARCH_ARM64, CS_MODE_ARM)
-    cache: dict = {}
+    text_of: dict = {}
+    in_quantum = [0] * len(machine.cpus)          # instructions so far in each CPU's quantum
+    seen_at = [None] * len(machine.cpus)          # the clock when the quantum's count started
 
     def hook_for(cpu):
         cpi = cpu.cost.base_cpi
+        i = cpu.index
 
         def on_insn(uc, address, size, _):
-            n = sink.insn_count.get(cpu.index, 0)
-            sink.insn_count[cpu.index] = n + 1
+            if seen_at[i] != cpu.insns:           # Cpu.run counts retired instructions per quantum
+                seen_at[i] = cpu.insns
+                in_quantum[i] = 0
             word = cpu._read_code(address)
-            text = cache.get(word)
+            text = text_of.get(word)
             if text is None:
                 d = next(cs.disasm(word, address), None)
-                text = cache[word] = f"{d.mnemonic} {d.op_str}".strip() if d else f".word {word.hex()}"
-            sink.insn(cpu.cycles + n * cpi, cpu.index, address, text)
+                text = text_of[word] = f"{d.mnemonic} {d.op_str}".strip() if d else f".word {word.hex()}"
+            sink.insn(cpu.cycles + in_quantum[i] * cpi, i, address, text)
+            in_quantum[i] += 1
         return on_insn
 
-    sink.insn_count = {}
-    base_add = sink.add
-
-    def add(cycle, cpu, ev, **fields):
-        if ev is Ev.USER:
-            sink.insn_count[cpu] = 0        # a new quantum starts counting again
-        base_add(cycle, cpu, ev, **fields)
-    sink.add = add
     for cpu in machine.cpus:
         cpu.uc.hook_add(UC_HOOK_CODE, hook_for(cpu))
