@@ -325,6 +325,7 @@ class PerfettoSink(TraceSink):
         self.pending: dict = {}         # cpu -> records of a guest quantum not yet written
         self.asids = 0
         self.tlb_seen: dict = {}        # cpu -> last occupancy written
+        self.idle_seen: dict = {}       # cpu -> its idle cycles at its last record
         super().__init__(*a, **kw)
 
     def start(self) -> None:
@@ -356,16 +357,18 @@ class PerfettoSink(TraceSink):
         self._first = False
 
     # slices ---------------------------------------------------------
-    def _sync(self, track: tuple, frames: list, ts: float) -> None:
-        """Close the open slices that are no longer on the stack (LIFO), open the new ones."""
+    def _sync(self, track: tuple, frames: list, ts: float, end_ts: float | None = None) -> None:
+        """Close the open slices that are no longer on the stack (LIFO) at end_ts (default
+        ts), open the new ones at ts."""
         merged = track == (PID_KERNEL, TID_REAPER)
         stack = self.stacks.setdefault(track, [])
         keep = 0
         while keep < len(stack) and keep < len(frames) and stack[keep][0] is frames[keep]:
             keep += 1
+        end = ts if end_ts is None else end_ts
         while len(stack) > keep:
             _, name = stack.pop()
-            self._event({"name": name, "ph": "E", "ts": ts, "pid": track[0], "tid": track[1]}, merged)
+            self._event({"name": name, "ph": "E", "ts": end, "pid": track[0], "tid": track[1]}, merged)
         for fr in frames[keep:]:
             name = fr.f_code.co_name
             stack.append((fr, name))
@@ -385,7 +388,14 @@ class PerfettoSink(TraceSink):
                 return
             ts = self.ts(cycle)
             frames = [] if ev is Ev.USER else self._kernel_frames(ctx, cpu)
-            self._sync((PID_MACHINE, cpu + 1), frames, ts)
+            track = (PID_MACHINE, cpu + 1)
+            end_ts = None
+            if self.kernel is not None:          # it idled since its last record: slices ended there
+                idle = self.kernel.cpus[cpu].idle_cycles
+                if idle != self.idle_seen.get(cpu, idle):
+                    end_ts = self.last_ts.get(track)
+                self.idle_seen[cpu] = idle
+            self._sync(track, frames, ts, end_ts)
             reaper = self.kernel is not None and self.kernel.cpus[cpu].ci_curproc is self.kernel.reaper
             if reaper or self.stacks.get((PID_KERNEL, TID_REAPER)):
                 names = [fr.f_code.co_name for fr in frames] if reaper else []
