@@ -147,3 +147,80 @@ def test_check_bad_input_is_one_line_and_exit_2(capsys, argv, word):
     rc, out, err = run_cli(capsys, "check", "--jobs", "1", *argv)
     assert rc == 2
     assert err.count("\n") == 1 and word in err and "Traceback" not in err
+
+
+
+# purge-nowait's window (a sibling between ps_exitcnt-- and pmap_deactivate while the main
+# thread flushes) never opens under the big lock: the sibling unwinds with KERNEL_LOCK()
+# (kern_sig.c 1.365 proc_suspend_check_locked) and keeps it through pmap_deactivate until
+# sched_toidle (kern_sched.c 1.113), while the main thread woken from "thrdeath" must take
+# it back in mi_switch (sched_bsd.c 1.104) before it can reach uvm_purge. An unlocked exit1
+# opens it; interrupts (IRQ_PROB per kernel step, 500-5000 cycles each, KernConfig)
+# stretch it long enough for a speculative fill to land in it.
+IRQ_PROB = 0.3
+
+
+def test_purge_nowait_is_flagged_on_spin_once_exit1_is_unlocked():
+    cfg = {"workload": "spin", "strategy": "purge-nowait", "speculate": "default",
+           "unlocked_exit": True, "irq_prob": IRQ_PROB}
+    ex = explore(cfg, 200, jobs=2)
+    assert ex.first is not None, "purge-nowait not flagged in 200 seeds with an unlocked exit1"
+    v = ex.first["violations"][0]
+    assert (v["kind"], v["range"]) == ("stale-tlb-entry", "user")
+    assert "--unlocked-exit" in v["reproducer"] and f"--irq-prob {IRQ_PROB}" in v["reproducer"]
+
+
+def test_check_command_flags_purge_nowait_on_threads_with_the_unlocked_exit(capsys):
+    rc, out, _ = run_cli(capsys, "check", "--workload", "threads", "--strategy", "purge-nowait",
+                         "--unlocked-exit", "--irq-prob", str(IRQ_PROB), "--speculate", "default",
+                         "--seeds", "200", "--jobs", "2")
+    assert rc == 1 and out.startswith("violation at seed")
+    assert "stale-tlb-entry (user range)" in out.splitlines()[0]
+    repro = next(line for line in out.splitlines() if line.startswith("reproduce: "))
+    assert "--unlocked-exit" in repro and "--irq-prob" in repro
+
+
+@pytest.mark.parametrize("workload", ["threads", "spin"])
+def test_purge_nowait_is_clean_under_the_big_lock(workload):
+    """The same interrupts, exit1 under the kernel lock: nothing (the seeds that flag the
+    unlocked exit come within the first few dozen)."""
+    cfg = {"workload": workload, "strategy": "purge-nowait", "speculate": "default", "irq_prob": IRQ_PROB}
+    ex = explore(cfg, 60, jobs=2)
+    assert ex.first is None and ex.seeds_run == 60 and not ex.incomplete
+
+
+# asid-noflush needs an ASID handed out again: with 8-bit ASIDs (127 even/odd pairs for
+# processes) and the shell running 4 of 64 processes at a time, released pairs are picked
+# again by pmap_find_asid's random candidates within a few dozen exits.
+REUSE = {"workload": "storm", "procs": 64, "threads": 2, "pages": 16, "asid_bits": 8, "jobs": 4,
+         "speculate": "default"}
+
+
+def test_asid_noflush_is_flagged_as_asid_reuse_stale_and_purge_is_clean():
+    ex = explore(dict(REUSE, strategy="asid-noflush"), 200, jobs=2)
+    assert ex.first is not None
+    v = ex.first["violations"][0]
+    # only kernel-VA entries survive: pmap_purge's two ASIDE1IS already removed every user
+    # entry and TTBR0 has pointed at the zero page since, so nothing refilled the user range
+    assert (v["kind"], v["range"]) == ("asid-reuse-stale", "kernel")
+    assert "--asid-bits 8" in v["reproducer"] and "--jobs 4" in v["reproducer"]
+    clean = explore(dict(REUSE, strategy="purge"), 4, jobs=2)
+    assert clean.first is None and clean.seeds_run == 4 and not clean.incomplete
+
+
+def test_check_command_takes_asid_bits_and_shell_jobs(capsys):
+    rc, out, _ = run_cli(capsys, "check", "--workload", "storm", "--strategy", "asid-noflush", "--procs", "64",
+                         "--threads", "2", "--pages", "16", "--asid-bits", "8", "--shell-jobs", "4",
+                         "--seeds", "200", "--jobs", "2")
+    assert rc == 1 and out.startswith("violation at seed") and "asid-reuse-stale (kernel range)" in out
+
+
+@pytest.mark.parametrize("argv,word", [
+    (["--asid-bits", "12"], "--asid-bits"),
+    (["--irq-prob", "1.5"], "--irq-prob"),
+    (["--shell-jobs", "0"], "--shell-jobs"),
+])
+def test_check_bad_kernel_options_are_one_line_and_exit_2(capsys, argv, word):
+    rc, out, err = run_cli(capsys, "check", "--jobs", "1", *argv)
+    assert rc == 2
+    assert err.count("\n") == 1 and word in err and "Traceback" not in err

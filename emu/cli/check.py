@@ -35,11 +35,18 @@ def cmd_check(args) -> int:
         raise BadInput(f"--first-seed {args.first_seed}: must be 0 or more")
     if args.quantum is not None and args.quantum < 2:
         raise BadInput(f"--quantum {args.quantum}: must be 2 or more (each seed draws from [Q/2, 3Q/2])")
+    if args.irq_prob is not None and not 0.0 <= args.irq_prob <= 1.0:
+        raise BadInput(f"--irq-prob {args.irq_prob}: must be a probability from 0 to 1")
+    if args.asid_bits is not None and args.asid_bits not in (8, 16):
+        raise BadInput(f"--asid-bits {args.asid_bits}: 8 or 16 (ID_AA64MMFR0_EL1.ASIDBits)")
+    if args.shell_jobs is not None and args.shell_jobs < 1:
+        raise BadInput(f"--shell-jobs {args.shell_jobs}: must be 1 or more")
     if args.json not in (None, "-"):
         check_writable(args.json, "--json")
     cfg = {"workload": args.workload, "strategy": args.strategy, "pages": args.pages, "threads": args.threads,
            "cpus": args.cpus, "procs": args.procs, "core": args.core, "speculate": args.speculate,
-           "quantum": args.quantum, "strategy_file": args.strategy_file}
+           "quantum": args.quantum, "strategy_file": args.strategy_file, "asid_bits": args.asid_bits,
+           "jobs": args.shell_jobs, "unlocked_exit": args.unlocked_exit or None, "irq_prob": args.irq_prob}
     cfg = {k: v for k, v in cfg.items() if v is not None}
     t0 = time.perf_counter()
     ex = explore(cfg, args.seeds, jobs=args.jobs, first_seed=args.first_seed,
@@ -102,6 +109,15 @@ def add_parser(sub) -> None:
     c.add_argument("--cpus", type=int, default=DEFAULTS["cpus"], metavar="C", help="CPUs (default 4)")
     c.add_argument("--procs", type=int, default=DEFAULTS["procs"], metavar="P", help="processes (default 1)")
     c.add_argument("--core", default=DEFAULT_CORE, metavar="X", help="core preset name or TOML file")
+    c.add_argument("--asid-bits", type=int, metavar="B",
+                   help="override the core's ASID width, 8 or 16 (8: ASIDs are reused within a few hundred exits)")
+    c.add_argument("--shell-jobs", type=int, metavar="J",
+                   help="processes the shell runs at once; the next starts when one is reaped "
+                        "(armmu run --jobs; default all)")
+    c.add_argument("--unlocked-exit", action="store_true",
+                   help="threads leave exit1 without the kernel lock (the window pmap_purge's spin is for)")
+    c.add_argument("--irq-prob", type=float, metavar="P",
+                   help="probability of an interrupt after each kernel step (stretches short windows)")
     c.add_argument("--speculate", choices=SPECULATE, default="default",
                    help="speculative TLB fills (default: default; the hazards need them)")
     c.add_argument("--quantum", type=int, metavar="Q",

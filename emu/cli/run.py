@@ -53,7 +53,7 @@ def cmd_run(args) -> int:
            "threads": args.threads, "cpus": args.cpus, "procs": args.procs, "core": args.core,
            "speculate": args.speculate, "touch": args.touch, "strategy_file": args.strategy_file,
            "quantum": args.quantum, "jobs": args.jobs, "unlocked_exit": args.unlocked_exit or None,
-           "irq_prob": args.irq_prob}
+           "irq_prob": args.irq_prob, "asid_bits": args.asid_bits}
     if args.irq_prob is not None and not 0.0 <= args.irq_prob <= 1.0:
         raise RunError(f"--irq-prob {args.irq_prob}: must be a probability from 0 to 1")
     if args.guest and args.workload:
@@ -97,6 +97,8 @@ def add_parser(sub) -> None:
                    help="processes started at once (default 1; storm uses several)")
     r.add_argument("--core", default=DEFAULT_CORE, metavar="X",
                    help="core preset name or TOML file (default cortex-a72)")
+    r.add_argument("--asid-bits", type=int, metavar="B",
+                   help="override the core's ASID width, 8 or 16 (8: ASIDs are reused within a few hundred exits)")
     r.add_argument("--seed", type=int, default=0, metavar="K", help="seed: the run is a function of it")
     r.add_argument("--quantum", type=int, metavar="Q",
                    help="guest instructions per quantum (default 2000; armmu check draws one per seed)")

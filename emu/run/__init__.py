@@ -8,7 +8,7 @@ pages, threads, cpus, procs, core, speculate; optional: touch (pages the touch
 guest stores to, default all), populate, thread_exit, main_wait, jobs (processes
 the shell runs at once; the next starts when one is reaped), unlocked_exit (threads
 exit without the kernel lock: KernConfig.unlocked_exit), irq_prob (seeded interrupts
-between kernel steps: KernConfig.irq_prob), quantum,
+between kernel steps: KernConfig.irq_prob), asid_bits (8 or 16: overrides the core's), quantum,
 slice_cycles, mem_mb, strategy_file, trace (a Trace to fill), budgets
 (max_insns, max_steps, max_cycles, max_faults).
 
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from dataclasses import fields
+from dataclasses import fields, replace
 
 from emu.cores import load_preset
 from emu.frames import FrameKind
@@ -74,6 +74,11 @@ def normalize(config: dict) -> dict:
             raise RunError(f"{key} = {v!r}: must be an integer from {lo} to {hi}")
     if cfg["speculate"] not in SPECULATE:
         raise RunError(f"speculate = {cfg['speculate']!r}: one of {', '.join(SPECULATE)}")
+    if cfg.get("asid_bits") is not None and cfg["asid_bits"] not in (8, 16):
+        raise RunError(f"asid_bits = {cfg['asid_bits']!r}: 8 or 16 (ID_AA64MMFR0_EL1.ASIDBits)")
+    irq = cfg.get("irq_prob")
+    if irq is not None and (not isinstance(irq, (int, float)) or isinstance(irq, bool) or not 0 <= irq <= 1):
+        raise RunError(f"irq_prob = {irq!r}: must be a probability from 0 to 1")
     if cfg["workload"] in ("touch", "sparse") and not cfg.get("guest"):
         cfg["threads"] = 1                          # single-threaded workloads
     mem = cfg.get("mem_mb")
@@ -124,6 +129,8 @@ def build(config: dict, seed: int = 0):
         core = load_preset(cfg["core"])
     except ValueError as e:
         raise RunError(str(e)) from None
+    if cfg.get("asid_bits"):                        # a core override: 8-bit ASIDs reuse them soon
+        core = replace(core, asid_bits=int(cfg["asid_bits"]))
     strategy = strategies.get(cfg["strategy"])
     try:
         prog, populate, extra = workloads.build(cfg)

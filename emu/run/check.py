@@ -71,9 +71,11 @@ def reproducer(cfg: dict, seed: int) -> str:
     """The `armmu run` command line that repeats this run."""
     parts = ["armmu run"]
     for key in ("workload", "strategy", "strategy_file", "pages", "threads", "cpus", "procs", "core",
-                "speculate"):
+                "asid_bits", "speculate", "jobs", "irq_prob"):
         if cfg.get(key) is not None:
             parts.append(f"--{key.replace('_', '-')} {cfg[key]}")
+    if cfg.get("unlocked_exit"):
+        parts.append("--unlocked-exit")
     if cfg.get("quantum"):
         parts.append(f"--quantum {cfg['quantum']}")
     parts.append(f"--seed {seed}")
