@@ -357,9 +357,10 @@ class PerfettoSink(TraceSink):
         self._first = False
 
     # slices ---------------------------------------------------------
-    def _sync(self, track: tuple, frames: list, ts: float, end_ts: float | None = None) -> None:
+    def _sync(self, track: tuple, frames: list, ts: float, end_ts: float | None = None,
+              proc: str | None = None) -> None:
         """Close the open slices that are no longer on the stack (LIFO) at end_ts (default
-        ts), open the new ones at ts."""
+        ts), open the new ones at ts (args: the proc running them)."""
         merged = track == (PID_KERNEL, TID_REAPER)
         stack = self.stacks.setdefault(track, [])
         keep = 0
@@ -372,8 +373,10 @@ class PerfettoSink(TraceSink):
         for fr in frames[keep:]:
             name = fr.f_code.co_name
             stack.append((fr, name))
-            self._event({"name": name, "cat": "kernel", "ph": "B", "ts": ts, "pid": track[0], "tid": track[1]},
-                        merged)
+            b = {"name": name, "cat": "kernel", "ph": "B", "ts": ts, "pid": track[0], "tid": track[1]}
+            if proc:
+                b["args"] = {"proc": proc}
+            self._event(b, merged)
 
     def _kernel_frames(self, ctx: StepContext, cpu: int) -> list:
         return ctx.frames if self.filter.passes(cpu, "kernel", {}) else []
@@ -395,8 +398,9 @@ class PerfettoSink(TraceSink):
                 if idle != self.idle_seen.get(cpu, idle):
                     end_ts = self.last_ts.get(track)
                 self.idle_seen[cpu] = idle
-            self._sync(track, frames, ts, end_ts)
-            reaper = self.kernel is not None and self.kernel.cpus[cpu].ci_curproc is self.kernel.reaper
+            cur = self.kernel.cpus[cpu].ci_curproc if self.kernel is not None else None
+            self._sync(track, frames, ts, end_ts, cur.p_name if cur is not None else None)
+            reaper = cur is not None and cur is self.kernel.reaper
             if reaper or self.stacks.get((PID_KERNEL, TID_REAPER)):
                 names = [fr.f_code.co_name for fr in frames] if reaper else []
                 first = names.index("reaper") if "reaper" in names else len(frames)
