@@ -59,7 +59,11 @@ class KernConfig:
     # Threads leave through exit1 without the kernel lock (the unwinding of
     # single_thread_check and __threxit), as an unlocked exit1 would: then nothing holds
     # the main thread back between a sibling's ps_exitcnt-- and its pmap_deactivate, the
-    # window pmap_purge's spin is for. False: kern_sig.c's KERNEL_LOCK(); exit1(...).
+    # window pmap_purge's spin is for. False (OpenBSD today): the sibling takes the lock in
+    # proc_suspend_check_locked (kern_sig.c 1.365: KERNEL_LOCK(); exit1(...)) or as a locked
+    # syscall, keeps it through pmap_deactivate until sched_toidle releases it (kern_sched.c
+    # 1.113 sched_exit: KERNEL_ASSERT_LOCKED), and the main thread woken from "thrdeath"
+    # must take it back in mi_switch (sched_bsd.c 1.104) before it reaches uvm_purge.
     unlocked_exit: bool = False
     # Interrupts (clock, IPIs) taken between kernel steps: with probability irq_prob a
     # step is followed by a handler of irq_cycles (a seeded uniform range). Off by
