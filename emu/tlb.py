@@ -338,12 +338,45 @@ class SetAssocTLB:
             n = 0
             for asid in run.asids:
                 n += self._invalidate_asid(asid)
-            if run.n_va * 2 * len(self.shifts) <= len(self):
+            if not self.shifts or not run.n_va:
+                pass
+            elif self.shifts is _ONLY_4K and not run.vaa and not self.slice_blocks:
+                n += self._remove_4k_keys(run.leaf_keys_4k())
+            elif run.n_va * 2 * len(self.shifts) <= len(self):
                 for va, tags in run.va_ops():
                     n += self._invalidate_va(va, tags)
             else:
                 n += self._sweep(run)
         self.stats.flushed_entries += n
+        return n
+
+    def _remove_4k_keys(self, keys_by_tag: dict) -> int:
+        """Remove the entries whose keys are in keys_by_tag ({tag: keys}), when only 4 KB
+        Translations are held: each tag's victims found by one set intersection with the
+        per-ASID index (C speed, O(min(keys, entries of the tag)))."""
+        n = 0
+        by_tag, sets, mask, on_remove = self.by_tag, self.sets, self.set_mask, self.on_remove
+        for tag, keys in keys_by_tag.items():
+            d = by_tag.get(tag)
+            if not d:
+                continue
+            victims = d.keys() & keys
+            if not victims:
+                continue
+            for k in victims:
+                e = sets[(k >> (_TAG_BITS + 6)) & mask].pop(k)
+                del d[k]
+                e.refs -= 1
+                if not e.refs and on_remove is not None:
+                    on_remove(e)
+            if not d:
+                del by_tag[tag]
+            n += len(victims)
+        if n:
+            c = self.shift_count[12] - n
+            self.shift_count[12] = c
+            if not c:
+                self.shifts = ()
         return n
 
     def _sweep(self, run: "TLBIRun") -> int:
@@ -395,6 +428,8 @@ class TLBIRun:
                 self.asids.add(asid)
             else:
                 self.flush_all = True
+        self._leaf_keys: dict | None = None   # {tag: keys of 4 KB entries} the VA ops cover
+        self._table_keys: dict[int, dict] = {}   # level -> {ASID: walk-cache keys} the VA ops cover
         self._any: dict[int, set] = {}       # shift -> span ids of VAA ops
         self._ids: dict[int, set] = {}       # shift -> span ids of VA ops (for global entries)
         self._keys: dict[int, set] = {}      # shift -> span id << _TAG_BITS | ASID of VA ops
@@ -402,6 +437,34 @@ class TLBIRun:
     @property
     def n_va(self) -> int:
         return len(self.va_asid) + len(self.vaa)
+
+    def leaf_keys_4k(self) -> dict:
+        """{tag: keys}: the 4 KB TLB entries the VA ops cover (each op: its ASID and global)."""
+        if self._leaf_keys is None:
+            out = {}
+            glob = out[GLOBAL_TAG] = set()
+            for va, asid in self.va_asid:
+                base = ((va >> 12) << 6 | 12) << _TAG_BITS
+                keys = out.get(asid)
+                if keys is None:
+                    keys = out[asid] = set()
+                keys.add(base | asid)
+                glob.add(base | GLOBAL_TAG)
+            self._leaf_keys = out
+        return self._leaf_keys
+
+    def table_keys(self, level: int) -> dict:
+        """{ASID: keys}: the walk-cache entries of a table level the VA ops cover."""
+        out = self._table_keys.get(level)
+        if out is None:
+            out = self._table_keys[level] = {}
+            shift = _region_shift(level)
+            for va, asid in self.va_asid:
+                keys = out.get(asid)
+                if keys is None:
+                    keys = out[asid] = set()
+                keys.add(((va >> shift) << 6 | level) << _TAG_BITS | asid)
+        return out
 
     def va_ops(self):
         """(va, ASID tags in scope, None for any ASID) of the by-VA ops."""
@@ -611,7 +674,11 @@ class WalkCache:
             n = 0
             for asid in run.asids:
                 n += self._invalidate_asid(asid)
-            if run.n_va * len(self.levels) <= len(self):
+            if not self.levels or not run.n_va:
+                pass
+            elif not run.vaa:
+                n += self._remove_keys(run)
+            elif run.n_va * len(self.levels) <= len(self):
                 for va, tags in run.va_ops():
                     n += self._invalidate_va(va, tags[:1] if tags is not None else None)
             else:
@@ -625,6 +692,30 @@ class WalkCache:
                     self._remove(k)
                 n += len(victims)
         self.stats.flushed_entries += n
+        return n
+
+    def _remove_keys(self, run: TLBIRun) -> int:
+        """Remove what the run's VAE1 ops cover (no VAA op in the run): per level held and
+        ASID, one set intersection with the per-ASID index."""
+        n = 0
+        by_asid, sets, mask = self.by_asid, self.sets, self.set_mask
+        for level in self.levels:
+            for asid, keys in run.table_keys(level).items():
+                d = by_asid.get(asid)
+                if not d:
+                    continue
+                victims = d.keys() & keys
+                if not victims:
+                    continue
+                for k in victims:
+                    del sets[(k >> (_TAG_BITS + 6)) & mask][k]
+                    del d[k]
+                if not d:
+                    del by_asid[asid]
+                self.level_count[level] -= len(victims)
+                n += len(victims)
+        if n:
+            self._update_levels()
         return n
 
     def __iter__(self):

@@ -253,10 +253,10 @@ def test_last_level_tlbi_leaves_the_walk_cache():
 
 # ---------------------------------------------------------------- runs (the batch API)
 
-def _random_hierarchy(rng, preset):
+def _random_hierarchy(rng, preset, sizes=(PAGE,) * 8 + (2 * MB, GB)):
     h = hierarchy(preset)
     for _ in range(rng.randrange(0, 400)):
-        size = rng.choice([PAGE] * 8 + [2 * MB, GB])
+        size = rng.choice(sizes)
         asid = rng.choice([None, 1, 2, 3])
         va = BASE + rng.randrange(0, 8 * GB) & ~(size - 1)
         e = tr(va, size, asid)
@@ -294,6 +294,28 @@ def test_a_run_removes_what_one_op_at_a_time_removes(seed):
     n_run = h.invalidate_run(TLBIRun(ops), TLBIRun([o for o in ops if not o[0].last_level]))
     assert n_run == n_one and (n_one > 0 or len(ops) < 3)
     assert _state(h) == _state(one)
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_run_of_va_ops_on_pages_removes_what_one_op_at_a_time_removes(seed):
+    """The keyed paths of a run (only 4 KB entries held, no VAA op): global entries and
+    walk-cache entries too."""
+    rng = random.Random(seed)
+    h = _random_hierarchy(rng, ["cortex-a72", "cortex-a53"][seed % 2], sizes=(PAGE,))
+    pool = list(h.l2)
+    ops = []
+    for _ in range(rng.choice([3, 50, 2000])):
+        op = rng.choice([TLBIOp.VAE1IS, TLBIOp.VALE1IS, TLBIOp.VAE1] * 10 + [TLBIOp.ASIDE1IS])
+        held = rng.choice(pool) if pool and rng.random() < 0.7 else None
+        va = held.va_base if held else BASE + rng.randrange(0, 8 * GB)
+        ops.append((op, va & ~(PAGE - 1), held.asid if held and held.asid and rng.random() < 0.5
+                    else rng.choice([1, 2, 3])))
+    one = copy.deepcopy(h)
+    n_one = sum(one.invalidate(op, va, asid) for op, va, asid in ops)
+    n_run = h.invalidate_run(TLBIRun(ops), TLBIRun([o for o in ops if not o[0].last_level]))
+    assert n_run == n_one and (n_one > 0 or not pool)
+    assert _state(h) == _state(one)
+    assert any(e.asid is None for e in pool) == bool(pool)          # global entries were in play
 
 
 def test_a_slice_shares_its_blocks_stale_mark():
