@@ -103,6 +103,8 @@ ap_bits_kern = {
     PROT_EXEC | PROT_WRITE: ATTR_UXN | ATTR_AF | ATTR_AP(0),
     PROT_EXEC | PROT_WRITE | PROT_READ: ATTR_UXN | ATTR_AF | ATTR_AP(0),
 }
+HELD_FLUSHES_MAX = 8192          # flushes_batched issues its batch at the latest at this many
+
 # pmap.c 1.58's [PROT_NONE] entry of both tables: a valid page descriptor without AF
 AP_PROT_NONE_1_58 = ATTR_PXN | ATTR_UXN | ATTR_AP(2)
 
@@ -496,7 +498,11 @@ class PmapSystem:
         if pm.pm_active == 0 and self.policy.ttlb_flush_skips_inactive:
             return
         if self._held_flushes is not None and self._held_cpu is cpu:
-            self._held_flushes.extend(self.ttlb_flush_ops(pm, va))
+            held = self._held_flushes
+            held.extend(self.ttlb_flush_ops(pm, va))
+            if len(held) >= HELD_FLUSHES_MAX:
+                cpu.tlbi_flush_batch(held)             # (bounds the memory a 1 GiB populate holds)
+                held.clear()
             return
         for op, xt in self.ttlb_flush_ops(pm, va):
             tlb_flush_seq(cpu, op, xt)

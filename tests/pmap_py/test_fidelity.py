@@ -533,8 +533,9 @@ def _populate_run(revision, batch):
     return m, cpus[0].events["tlbi.VAE1IS"] - before, frames[47]
 
 
-@pytest.mark.parametrize("revision", ["1.58", "1.113"])
-def test_batched_enter_flushes_equal_one_sequence_at_a_time(revision):
+@pytest.mark.parametrize("revision,held_max", [("1.58", 8192), ("1.113", 8192), ("1.58", 8)])
+def test_batched_enter_flushes_equal_one_sequence_at_a_time(revision, held_max, monkeypatch):
+    monkeypatch.setattr(pmap_module, "HELD_FLUSHES_MAX", held_max)     # 8: issued in chunks
     (ma, tlbis, new_pa), (mb, tlbis_b, _) = _populate_run(revision, True), _populate_run(revision, False)
     # hand count: 39 new pages x ttlb_flush (2 VAE1IS helpers); the page entered again:
     # pmap_remove_pted's ttlb_flush (and pmap_pte_remove's own in 1.58) and the enter's;
