@@ -306,7 +306,7 @@ class JsonlSink(TraceSink):
         self.fh.write(json.dumps({"cycle": cycle, "cpu": None, "event": "end", "reason": reason}) + "\n")
 
 
-PID_MACHINE, PID_KERNEL = 1, 2
+PID_MACHINE, PID_KERNEL, PID_THREADS = 1, 2, 100        # a workload process: 100 + its pid
 TID_COUNTERS, TID_REAPER = 0, 1
 
 
@@ -316,6 +316,8 @@ class PerfettoSink(TraceSink):
     with its kernel steps as B/E slices, guest quanta as X slices, TLBIs, TTBR writes,
     barriers and faults as thread-scoped instants, and counter tracks (live ASIDs, TLB
     entries per CPU). Process 2 "kernel": the reaper thread's steps wherever it runs.
+    Process 100 + pid for each workload process: a track per thread, its kernel slices
+    kept open while it sleeps (exit1 across single_thread_set's wait), its guest quanta.
     Timestamps: cycles through the core's frequency, in microseconds."""
 
     def __init__(self, *a, **kw):
@@ -326,6 +328,7 @@ class PerfettoSink(TraceSink):
         self.asids = 0
         self.tlb_seen: dict = {}        # cpu -> last occupancy written
         self.idle_seen: dict = {}       # cpu -> its idle cycles at its last record
+        self.named: set = set()         # workload (pid, tid) tracks given their metadata
         super().__init__(*a, **kw)
 
     def start(self) -> None:
@@ -352,7 +355,8 @@ class PerfettoSink(TraceSink):
             track = (e["pid"], e["tid"]) if e["ph"] != "C" else (e["pid"], e["name"])
             if merged:
                 e["ts"] = max(e["ts"], self.last_ts.get(track, 0.0))
-            self.last_ts[track] = e["ts"]
+            # on a merged track nothing may start inside a quantum's X slice
+            self.last_ts[track] = e["ts"] + (e["dur"] if merged and e["ph"] == "X" else 0)
         self.fh.write(("" if self._first else ",\n") + json.dumps(e))
         self._first = False
 
@@ -361,7 +365,7 @@ class PerfettoSink(TraceSink):
               proc: str | None = None) -> None:
         """Close the open slices that are no longer on the stack (LIFO) at end_ts (default
         ts), open the new ones at ts (args: the proc running them)."""
-        merged = track == (PID_KERNEL, TID_REAPER)
+        merged = track[0] != PID_MACHINE                # the reaper's and the threads' tracks
         stack = self.stacks.setdefault(track, [])
         keep = 0
         while keep < len(stack) and keep < len(frames) and stack[keep][0] is frames[keep]:
@@ -405,6 +409,8 @@ class PerfettoSink(TraceSink):
                 names = [fr.f_code.co_name for fr in frames] if reaper else []
                 first = names.index("reaper") if "reaper" in names else len(frames)
                 self._sync((PID_KERNEL, TID_REAPER), frames[first:] if reaper else [], ts)
+            if cur is not None and cur.p_p in self.kernel.workload:
+                self._thread(cur, ev, f, frames, ts)
         if ev is Ev.USER:
             self._quantum(cycle, cpu, f)
             return
@@ -417,13 +423,32 @@ class PerfettoSink(TraceSink):
             self._event({"name": "live ASIDs", "ph": "C", "ts": self.ts(cycle), "pid": PID_MACHINE,
                          "tid": TID_COUNTERS, "args": {"asids": self.asids}}, merged=True)
 
+    def _thread(self, p, ev, f, frames, ts) -> None:
+        """A workload thread's own track (process 100 + pid): its kernel slices stay open
+        while it sleeps or waits for a CPU, and end when it returns to user mode or dies."""
+        track = (PID_THREADS + p.p_p.ps_pid, p.p_tid)
+        if track not in self.named:
+            self.named.add(track)
+            for name, args in (("process_name", {"name": f"{p.p_p} (pid {p.p_p.ps_pid})"}),
+                               ("thread_name", {"name": p.p_name})):
+                self._event({"name": name, "ph": "M", "ts": 0, "pid": track[0], "tid": track[1], "args": args})
+        if frames and frames[0].f_code.co_name == "cpu_switchto":   # the switch away from it
+            if p.p_stat.name == "SDEAD":              # after sched_exit: gone for good
+                self._sync(track, [], ts)
+            return                                    # asleep or preempted: still in its kernel path
+        self._sync(track, frames, ts)
+
     def _quantum(self, cycle, cpu, f) -> None:
         """A guest quantum: an X slice, then what happened inside it, then the TLB counters."""
         end = self.machine.cpus[cpu].cycles if self.machine is not None else cycle
         if self.filter.passes(cpu, "user", f):
-            self._event({"name": f"user {f.get('proc')}", "cat": "user", "ph": "X", "ts": self.ts(cycle),
-                         "dur": round(max(0.0, self.ts(end) - self.ts(cycle)), 4), "pid": PID_MACHINE,
-                         "tid": cpu + 1, "args": {"insns": f.get("insns"), "stop_pc": hex(f.get("pc") or 0)}})
+            x = {"name": f"user {f.get('proc')}", "cat": "user", "ph": "X", "ts": self.ts(cycle),
+                 "dur": round(max(0.0, self.ts(end) - self.ts(cycle)), 4), "pid": PID_MACHINE,
+                 "tid": cpu + 1, "args": {"insns": f.get("insns"), "stop_pc": hex(f.get("pc") or 0)}}
+            self._event(dict(x))
+            p = self.kernel.cpus[cpu].ci_curproc if self.kernel is not None else None
+            if p is not None and p.p_p in self.kernel.workload:
+                self._event({**x, "name": "user", "pid": PID_THREADS + p.p_p.ps_pid, "tid": p.p_tid}, merged=True)
         for c, e2, f2 in self.pending.pop(cpu, []):
             self._instant(c, cpu, e2, f2)
         self._counters(cpu, end)

@@ -134,7 +134,7 @@ def test_pmap_purge_slice_holds_ttbr0_switch_and_both_aside1is(purge_trace):
     # cpu_tlb_flush_asid_all(asid); cpu_tlb_flush_asid_all(asid | ASID_USER)
     track_events = defaultdict(list)
     for e in purge_trace:
-        if e["ph"] != "M":
+        if e["ph"] != "M" and e["pid"] == 1:                       # the CPU tracks
             track_events[(e["pid"], e["tid"])].append(e)
     found = []
     for evs in track_events.values():
@@ -158,3 +158,28 @@ def test_pmap_purge_slice_holds_ttbr0_switch_and_both_aside1is(purge_trace):
     assert a0 % 2 == 0 and a1 == a0 | 1
     assert msr[0]["ts"] <= tlbis[0]["ts"]
     assert all(e["s"] == "t" for e in inside)
+
+
+def test_thread_tracks_keep_exit1_open_across_its_sleep(purge_trace):
+    """The main thread's own track: one exit1 slice holding single_thread_set's sleep and,
+    after it, uvm_purge > pmap_purge (kern_exit.c: single_thread_set, then uvm_purge)."""
+    names = {(e["pid"], e["tid"]): e["args"]["name"] for e in purge_trace
+             if e["ph"] == "M" and e["name"] == "thread_name"}
+    main = next(t for t, n in names.items() if t[0] >= 100 and "." not in n)
+    stack, inside_exit1 = [], []
+    for e in purge_trace:
+        if (e["pid"], e["tid"]) != main or e["ph"] not in "BE":
+            continue
+        if e["ph"] == "B":
+            stack.append(e["name"])
+            if "exit1" in stack[:-1] or e["name"] == "exit1":
+                inside_exit1.append(" > ".join(stack))
+        else:
+            stack.pop()
+    assert "syscall > exit1 > single_thread_set > tsleep" in inside_exit1
+    assert "syscall > exit1 > exit1_purge > teardown > uvm_purge > pmap_purge" in inside_exit1
+    assert inside_exit1.index("syscall > exit1 > single_thread_set > tsleep") < \
+        inside_exit1.index("syscall > exit1 > exit1_purge > teardown > uvm_purge > pmap_purge")
+    assert inside_exit1.count("syscall > exit1") == 1            # one slice across the sleep
+    siblings = [t for t, n in names.items() if t[0] == main[0] and t != main]
+    assert len(siblings) == 2
