@@ -442,8 +442,9 @@ class PerfettoSink(TraceSink):
         """A guest quantum: an X slice, then what happened inside it, then the TLB counters."""
         end = self.machine.cpus[cpu].cycles if self.machine is not None else cycle
         if self.filter.passes(cpu, "user", f):
-            x = {"name": f"user {f.get('proc')}", "cat": "user", "ph": "X", "ts": self.ts(cycle),
-                 "dur": round(max(0.0, self.ts(end) - self.ts(cycle)), 4), "pid": PID_MACHINE,
+            start, stop = self.ts(cycle), self.ts(end)        # dur from the rounded ends: no overlap
+            x = {"name": f"user {f.get('proc')}", "cat": "user", "ph": "X", "ts": start,
+                 "dur": round(max(0.0, stop - start), 4), "pid": PID_MACHINE,
                  "tid": cpu + 1, "args": {"insns": f.get("insns"), "stop_pc": hex(f.get("pc") or 0)}}
             self._event(dict(x))
             p = self.kernel.cpus[cpu].ci_curproc if self.kernel is not None else None

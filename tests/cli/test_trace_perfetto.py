@@ -7,6 +7,7 @@ from collections import defaultdict
 import pytest
 
 PHASES = set("BEXiCM")
+EPS = 1e-6          # µs: Perfetto keeps integer nanoseconds, float noise below that is no overlap
 
 
 def format_problems(events: list) -> list[str]:
@@ -37,7 +38,7 @@ def format_problems(events: list) -> list[str]:
         if e["ts"] < last.get(clock, float("-inf")):
             bad.append(f"event {i}: ts {e['ts']} before {last[clock]} on track {clock}")
         last[clock] = e["ts"]
-        while x_stack[track] and x_stack[track][-1] <= e["ts"] and ph != "E":
+        while x_stack[track] and x_stack[track][-1] <= e["ts"] + EPS and ph != "E":
             x_stack[track].pop()
         if ph == "B":
             open_b[track].append(e["name"])
@@ -52,7 +53,7 @@ def format_problems(events: list) -> list[str]:
             if e.get("dur", -1) < 0:
                 bad.append(f"event {i}: X without a duration")
             end = e["ts"] + e["dur"]
-            if x_stack[track] and end > x_stack[track][-1]:
+            if x_stack[track] and end > x_stack[track][-1] + EPS:
                 bad.append(f"event {i}: X {e['name']} overlaps its parent partially")
             if open_b[track]:
                 bad.append(f"event {i}: X {e['name']} inside open B slice {open_b[track][-1]}")
