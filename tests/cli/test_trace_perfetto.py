@@ -184,3 +184,16 @@ def test_thread_tracks_keep_exit1_open_across_its_sleep(purge_trace):
     assert inside_exit1.count("syscall > exit1") == 1            # one slice across the sleep
     siblings = [t for t, n in names.items() if t[0] == main[0] and t != main]
     assert len(siblings) == 2
+
+
+@pytest.mark.parametrize("argv", [
+    ("--workload", "storm", "--procs", "3", "--threads", "2", "--strategy", "linux", "--speculate", "default"),
+    ("--workload", "threxit", "--strategy", "purge-early", "--threads", "4", "--cpus", "2", "--pages", "8"),
+    ("--workload", "sparse", "--pages", "32", "--cpus", "2", "--strategy", "legacy-reaper"),
+], ids=["storm-linux-speculating", "purge-early-stopped", "sparse-legacy"])
+def test_other_runs_follow_the_format(armmu, tmp_path, argv):
+    rc, out, err = armmu("run", *argv, "--trace", "t.json", "--trace-format", "perfetto")
+    assert rc in (0, 1) and err == ""
+    events = json.loads((tmp_path / "t.json").read_text())
+    assert format_problems(events) == []
+    assert events[-1]["name"] == "end" and events[-1]["args"]["reason"].startswith(("completed", "stopped"))
