@@ -1221,18 +1221,6 @@ class Cpu:
         return self.mem.read(e.pa_base | (va & (e.size - 1)), 4)
     # ------------------------------------------------------------------ stats
     def stats(self) -> dict[str, int]:
-        out = {}
-        for name, t in (("itb", self.tlb.itlb), ("dtb", self.tlb.dtlb), ("l2_shared", self.tlb.l2),
-                        ("walk_cache", self.tlb.walk_cache)):
-            s = t.stats
-            for k in ("hits", "misses", "inserts", "evictions", "flushed_entries", "flush_ops"):
-                out[f"cpu{self.index}.{name}.{k}"] = getattr(s, k)
-        out[f"cpu{self.index}.walker.walks"] = self.walks
-        out[f"cpu{self.index}.walker.descriptor_reads"] = self.walk_reads
-        out[f"cpu{self.index}.walker.speculative_walks"] = self.spec_walks
-        out[f"cpu{self.index}.faults"] = self.faults
-        out[f"cpu{self.index}.insts"] = self.insns
-        out[f"cpu{self.index}.cycles"] = self.cycles
-        for k, v in self.events.items():
-            out[f"cpu{self.index}.{k}"] = v
-        return out
+        """This CPU's statistics under the names emu/stats.py declares (with descriptions)."""
+        from .stats import cpu_stats
+        return cpu_stats(self)

@@ -150,10 +150,9 @@ class Machine:
 
     # ---------------------------------------------------------------- statistics
     def stats(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for cpu in self.cpus:
-            out.update(cpu.stats())
-        return out
+        """Every statistic (emu/stats.py declares each with its description)."""
+        from .stats import collect
+        return collect(self)
 
     def events(self) -> Counter:
         total = Counter()

@@ -55,7 +55,8 @@ def test_run_json_counts_match_the_reference(capsys, pages):
     assert e["ttbr_writes"] == 1 + 2 * 3
     assert e["ptes_cleared"] == pages + 2 + 5                 # user PTEs + the u-area's kernel PTEs
     assert r["processes"][0]["status"] == 0
-    assert set(r["cycles"]) == {"total", "exit_latency", "teardown", "process_sys", "process_user", "reaper"}
+    assert set(r["cycles"]) == {"total", "exit_latency", "teardown", "process_sys", "process_user", "reaper",
+                                "exits_per_mcycle"}
     assert r["cycles"]["teardown"] > 0 and r["cycles"]["exit_latency"] > 0
 
 

@@ -7,6 +7,7 @@ import sys
 from ..cores import DEFAULT_CORE
 from ..run import DEFAULTS, SPECULATE, RunError
 from ..run.workloads import WORKLOADS
+from ..stats import table as stats_table
 from .files import check_writable, write_json
 from .session import add_trace_options, run_session, trace_options
 
@@ -68,6 +69,9 @@ def cmd_run(args) -> int:
     if args.json not in (None, "-"):
         write_json(args.json, r)
     print(json.dumps(r, indent=2) if args.json == "-" else format_result(r))
+    if args.stats and args.json != "-":
+        print("statistics (emu/stats.py: name, value, what it counts, the gem5 stat it matches)")
+        print(stats_table(r["stats"]))
     return 0 if r["outcome"]["completed"] and not r["violations"] else 1
 
 
@@ -110,6 +114,8 @@ def add_parser(sub) -> None:
                    help="threads leave exit1 without the kernel lock (the window pmap_purge's spin is for)")
     r.add_argument("--irq-prob", type=float, metavar="P",
                    help="probability of an interrupt after each kernel step (stretches short windows)")
+    r.add_argument("--stats", action="store_true",
+                   help="also print every statistic with its description (the result's stats section)")
     r.add_argument("--json", nargs="?", const="-", metavar="FILE",
                    help="the result dict (schema 1) as JSON: printed, or written whole to FILE "
                         "(e.g. --json out.json)")

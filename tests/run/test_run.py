@@ -9,7 +9,7 @@ import pytest
 from emu.run import RunError, run
 
 SCHEMA_KEYS = {"config", "cycles", "events", "exit_events", "violations", "host"}
-CYCLE_KEYS = {"total", "exit_latency", "teardown", "process_sys", "process_user", "reaper"}
+CYCLE_KEYS = {"total", "exit_latency", "teardown", "process_sys", "process_user", "reaper", "exits_per_mcycle"}
 EVENT_KEYS = {"tlbi", "dsb", "isb", "ttbr_writes", "walks", "speculative_walks", "tlb_hits", "tlb_misses",
               "faults", "ptes_cleared", "pt_pages_freed", "asids_allocated", "asid_rollovers"}
 
