@@ -27,7 +27,7 @@ from unicorn import arm64_const as A
 
 from . import unicorn_boundary as ucb
 from .sysregs import SCTLR_M, SysReg, openbsd_tcr
-from .tlb import _TAG_BITS, GLOBAL_TAG, SetAssocTLB, TLBHierarchy, TLBIRun, WalkCache, invalidate_va
+from .tlb import _ONLY_4K, _TAG_BITS, GLOBAL_TAG, SetAssocTLB, TLBHierarchy, TLBIRun, WalkCache, invalidate_va
 from .tlbi import DSB_OPTION_SCOPE, Scope, TLBIOp, dsb_option, tlbi_asid, tlbi_va
 from .trace import Ev
 from .descriptors import ATTR_AF, ATTR_nG, OA_MASK
@@ -335,41 +335,38 @@ class Cpu:
         parts = {t: (t, t.sets, t.set_mask, t.ways, t.lru, t.stats, t.by_tag) for t in (itlb, dtlb, l2)}
         l2_sets, l2_mask, l2_lru, l2_stats = l2.sets, l2.set_mask, l2.lru, l2.stats
         fills = {itlb: (parts[l2], parts[itlb]), dtlb: (parts[l2], parts[dtlb])}
+        itlb_parts = (itlb, itlb.sets, itlb.set_mask, itlb.lru, itlb.stats)
+        dtlb_parts = (dtlb, dtlb.sets, dtlb.set_mask, dtlb.lru, dtlb.stats)
+        only_4k = _ONLY_4K
 
         def translate(va: int, acc: int, el: int) -> Translation | Fault:
             regime = cpu.regime
             if cpu._tbi:
                 va = untagged(regime, va)
             asid = regime.asid
-            l1 = itlb if acc == 2 else dtlb
+            if acc == 2:
+                l1, l1_sets, l1_mask, l1_lru, l1_stats = itlb_parts
+            else:
+                l1, l1_sets, l1_mask, l1_lru, l1_stats = dtlb_parts
+            vpn12 = va >> 12
+            key12 = (vpn12 << 6 | 12) << tag_bits          # the 4 KB key, shared by both lookups and the fills
             # NOTE: inlined from SetAssocTLB.lookup for speed (L1 of the access side)
             e = None
-            sets, mask = l1.sets, l1.set_mask
-            for shift in l1.shifts:
-                vpn = va >> shift
-                s = sets[vpn & mask]
-                key = (vpn << 6 | shift) << tag_bits
-                k = key | asid
+            shifts = l1.shifts
+            if shifts is only_4k:
+                s = l1_sets[vpn12 & l1_mask]
+                k = key12 | asid
                 e = s.get(k)
                 if e is None:
-                    k = key | global_tag
+                    k = key12 | global_tag
                     e = s.get(k)
-                if e is not None:
-                    if l1.lru:
-                        del s[k]
-                        s[k] = e
-                    break
-            if e is not None:
-                l1.stats.hits += 1
-                cpu.cycles += l1_hit_cycles
-                if e.stale and machine.checker is not None:
-                    machine.checker.stale_use(cpu, va, e, Access(acc), el)
+                if e is not None and l1_lru:
+                    del s[k]
+                    s[k] = e
             else:
-                l1.stats.misses += 1
-                # NOTE: inlined from SetAssocTLB.lookup for speed (L2)
-                for shift in l2.shifts:
+                for shift in shifts:
                     vpn = va >> shift
-                    s = l2_sets[vpn & l2_mask]
+                    s = l1_sets[vpn & l1_mask]
                     key = (vpn << 6 | shift) << tag_bits
                     k = key | asid
                     e = s.get(k)
@@ -377,10 +374,44 @@ class Cpu:
                         k = key | global_tag
                         e = s.get(k)
                     if e is not None:
-                        if l2_lru:
+                        if l1_lru:
                             del s[k]
                             s[k] = e
                         break
+            if e is not None:
+                l1_stats.hits += 1
+                cpu.cycles += l1_hit_cycles
+                if e.stale and machine.checker is not None:
+                    machine.checker.stale_use(cpu, va, e, Access(acc), el)
+            else:
+                l1_stats.misses += 1
+                # NOTE: inlined from SetAssocTLB.lookup for speed (L2)
+                shifts = l2.shifts
+                if shifts is only_4k:
+                    s = l2_sets[vpn12 & l2_mask]
+                    k = key12 | asid
+                    e = s.get(k)
+                    if e is None:
+                        k = key12 | global_tag
+                        e = s.get(k)
+                    if e is not None and l2_lru:
+                        del s[k]
+                        s[k] = e
+                else:
+                    for shift in shifts:
+                        vpn = va >> shift
+                        s = l2_sets[vpn & l2_mask]
+                        key = (vpn << 6 | shift) << tag_bits
+                        k = key | asid
+                        e = s.get(k)
+                        if e is None:
+                            k = key | global_tag
+                            e = s.get(k)
+                        if e is not None:
+                            if l2_lru:
+                                del s[k]
+                                s[k] = e
+                            break
                 if e is not None:
                     l2_stats.hits += 1
                     l1.insert(e, va)
@@ -426,10 +457,9 @@ class Cpu:
                             # NOTE: inlined from SetAssocTLB.insert for speed: a 4 KB Translation
                             # whose key both lookups above just missed, into L2 and then L1
                             tag = asid if ng else global_tag
-                            vpn = va >> 12
-                            k = ((vpn << 6 | 12) << tag_bits) | tag
+                            k = key12 | tag
                             for t, sets, mask, ways, lru, stats, by_tag in fills[l1]:
-                                s = sets[vpn & mask]
+                                s = sets[vpn12 & mask]
                                 counted = False             # a same-size eviction keeps shift_count
                                 if len(s) >= ways:
                                     evk = next(iter(s)) if lru else list(s)[t.rng.randrange(len(s))]
