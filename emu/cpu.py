@@ -28,7 +28,7 @@ from unicorn import arm64_const as A
 from . import unicorn_boundary as ucb
 from .sysregs import SCTLR_M, SysReg, openbsd_tcr
 from .tlb import _ONLY_4K, _TAG_BITS, GLOBAL_TAG, SetAssocTLB, TLBHierarchy, TLBIRun, WalkCache, invalidate_va
-from .tlbi import DSB_OPTION_SCOPE, Scope, TLBIOp, dsb_option, tlbi_asid, tlbi_va
+from .tlbi import DSB_OPTION_SCOPE, VA_FIELD_MASK, Scope, TLBIOp, dsb_option, tlbi_asid, tlbi_va
 from .trace import Ev
 from .descriptors import ATTR_AF, ATTR_nG, OA_MASK
 # (the walker's permission memo and its key bits, shared with the walk inlined in Cpu._build_translate)
@@ -923,14 +923,23 @@ class Cpu:
         local_seq = cost.dsb_ishst + cost.tlbi_local + cost.dsb_local + cost.isb
         broadcast_seq = cost.dsb_ishst + cost.tlbi_broadcast + ish + cost.isb
         cycles = 0
+        asid_mask = 0xFFFF if as16 else 0xFF
         for op, xt in flushes:
-            # NOTE: inlined from tlbi() and _tlbi_cost for speed (a teardown's 500,000 flushes)
-            ops.append((op, tlbi_va(xt) if op.by_va else 0, tlbi_asid(xt, as16) if op.by_asid else 0))
-            per_event[op.event] = per_event.get(op.event, 0) + 1
-            if op.broadcast:
-                cycles += broadcast_seq + (cost.tlbi_vmalle1is_extra if op.all_entries else 0)
+            # NOTE: inlined from tlbi(), tlbi_va and tlbi_asid for speed (a teardown's 500,000 flushes)
+            if op.by_va:
+                va = (xt & VA_FIELD_MASK) << 12
+                if va >> 55 & 1:
+                    va |= 0xFF00_0000_0000_0000
             else:
-                cycles += local_seq
+                va = 0
+            ops.append((op, va, (xt >> 48) & asid_mask if op.by_asid else 0))
+        for op, n in Counter(o[0] for o in ops).items():
+            # NOTE: inlined from _tlbi_cost, per op kind
+            per_event[op.event] = n
+            if op.broadcast:
+                cycles += n * (broadcast_seq + (cost.tlbi_vmalle1is_extra if op.all_entries else 0))
+            else:
+                cycles += n * local_seq
         first_dsb_extra = 0
         if earlier and not ops[0][0].broadcast and any(p[0].broadcast for p in earlier):
             first_dsb_extra = ish - cost.dsb_local        # the first DSB ISH completes an earlier broadcast

@@ -108,10 +108,11 @@ def test_eight_bit_asid_ignores_operand_bits_63_56():
     assert c1.tlb.entries() == []
 
 
+@pytest.mark.parametrize("batched", [False, True], ids=["one", "batch"])
 @pytest.mark.parametrize("op,ng", [(TLBIOp.VAE1IS, True), (TLBIOp.VAALE1IS, False), (TLBIOp.VAAE1IS, True)])
-def test_kernel_half_va_tlbi(m, op, ng):
+def test_kernel_half_va_tlbi(m, op, ng, batched):
     """A TTBR1 VA: the operand carries VA[55:12] (Xt[43:36] = 0xFF) and the TLBI matches the
-    entry for the sign-extended VA."""
+    entry for the sign-extended VA (one flush sequence, or through Cpu.tlbi_flush_batch)."""
     c0, c1 = m.cpus
     m.ktables.map(KVA, ap=0b00, ng=ng)
     m.ktables.map(KVA + 0x1000, ap=0b00, ng=ng)
@@ -119,7 +120,10 @@ def test_kernel_half_va_tlbi(m, op, ng):
     read(c1, KVA + 0x1000, el=1)
     xt = tlbi_operand(va=KVA, asid=ASID)
     assert xt >> 36 & 0xFF == 0xFF
-    flush(c0, op, xt)
+    if batched:
+        c0.tlbi_flush_batch([(op, xt)])
+    else:
+        flush(c0, op, xt)
     assert c1.tlb.probe(KVA, ASID) is None
     assert c1.tlb.probe(KVA + 0x1000, ASID) is not None
 
