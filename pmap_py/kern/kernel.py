@@ -540,12 +540,14 @@ class Kernel:
             if ci.spc_runq and ci.cpu.cycles - ci.slice_start >= self.cfg.slice_cycles:
                 p.p_stat = PStat.SRUN
                 ci.spc_runq.append(p)
+                self._unlock_for_switch(p)
                 self.mi_switch(ci, p)
             return
         if req.__class__ is Yield:
             if ci.spc_runq:
                 p.p_stat = PStat.SRUN
                 ci.spc_runq.append(p)
+                self._unlock_for_switch(p)
                 self.mi_switch(ci, p)
             return
         if req.__class__ is Sleep:
@@ -561,6 +563,18 @@ class Kernel:
             self.cpu_switchto(ci, p, ci.ci_idleproc)  # sched_toidle: cpu_switchto(NULL, idle)
             return
         raise AssertionError(f"{p} yielded {req!r}")
+
+    def _unlock_for_switch(self, p: Proc) -> None:
+        """mi_switch drops every kernel-lock hold and takes them back when the proc runs
+        again (sched_bsd.c 1.104: __mp_release_all, __mp_acquire_count): a holder preempted
+        in sched_pause must not leave the lock to spinners that then own its CPU."""
+        held = self.kernel_lock.release_all(p)
+        if held:
+            p.p_kstack = self._relock(p, held, p.p_kstack)
+
+    def _relock(self, p: Proc, held: int, gen: Generator) -> Generator:
+        yield from self.kernel_lock.acquire(p, held)
+        return (yield from gen)                       # resumes gen where it yielded
 
     # ------------------------------------------------------------------ traps
     def ast(self, p: Proc) -> Generator:
