@@ -109,7 +109,7 @@ def headline(rows: list[dict], quick: bool) -> dict:
            "purge_naive_teardown": naive["teardown"], "purge_teardown": purge["teardown"],
            "purge_naive_VAE1IS": naive["VAE1IS"], "purge_VAE1IS": purge["VAE1IS"]}
     moved = {}
-    for fig_, key in (("pages", {"pages": top}), ("threads", {"threads": 4})):
+    for fig_, key in (("pages", {"pages": top}), ("threads", {"threads": 4}), ("storm", {"cpus": 4})):
         r, p = pick(rows, fig_, "reaper", **key), pick(rows, fig_, "purge", **key)
         sys_r, sys_p = r["process_sys"] + r["reaper"], p["process_sys"] + p["reaper"]
         moved[fig_] = {"exit_latency_reaper": r["exit_latency"], "exit_latency_purge": p["exit_latency"],
