@@ -1064,12 +1064,12 @@ class Cpu:
         does not (QEMU's aarch64_save_sp/aarch64_restore_sp run only on its own entries and ERETs)."""
         if el == self.el:
             return
-        uc = self.uc
-        uc.reg_write(self._live_sp_bank(), uc.reg_read(A.UC_ARM64_REG_SP))
-        uc.reg_write(A.UC_ARM64_REG_PSTATE, PSTATE_EL1H if el == 1 else PSTATE_EL0T)
-        uc.reg_write(A.UC_ARM64_REG_SP, uc.reg_read(A.UC_ARM64_REG_SP_EL1 if el == 1 else A.UC_ARM64_REG_SP_EL0))
+        raw = self._raw                        # (raw register calls: the kernel model switches often)
+        raw.set_reg(self._live_sp_bank(raw.reg(A.UC_ARM64_REG_PSTATE)), raw.reg(A.UC_ARM64_REG_SP))
+        raw.set_reg(A.UC_ARM64_REG_PSTATE, PSTATE_EL1H if el == 1 else PSTATE_EL0T)
+        raw.set_reg(A.UC_ARM64_REG_SP, raw.reg(A.UC_ARM64_REG_SP_EL1 if el == 1 else A.UC_ARM64_REG_SP_EL0))
         # a CP_REG write makes Unicorn rebuild its cached hflags (docs/unicorn.md §EL0)
-        uc.reg_write(A.UC_ARM64_REG_CP_REG, (13, 0, 3, 3, 2, uc.reg_read(A.UC_ARM64_REG_TPIDR_EL0)))
+        self.uc.reg_write(A.UC_ARM64_REG_CP_REG, (13, 0, 3, 3, 2, raw.reg(A.UC_ARM64_REG_TPIDR_EL0)))
         self.el = el
 
     def _live_sp_bank(self, pstate: int | None = None) -> int:

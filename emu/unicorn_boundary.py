@@ -110,6 +110,15 @@ class Raw:
         uclib.uc_reg_read(self.uch, A.UC_ARM64_REG_PC, self._u64_ref)
         return self._u64.value
 
+    def reg(self, regid: int) -> int:
+        """A 64-bit register (UC_ARM64_REG_*), one ctypes call."""
+        uclib.uc_reg_read(self.uch, regid, self._u64_ref)
+        return self._u64.value
+
+    def set_reg(self, regid: int, value: int) -> None:
+        self._u64.value = value
+        uclib.uc_reg_write(self.uch, regid, self._u64_ref)
+
     def el(self) -> int:
         """PSTATE.EL of the vCPU now."""
         uclib.uc_reg_read(self.uch, A.UC_ARM64_REG_PSTATE, self._u64_ref)
