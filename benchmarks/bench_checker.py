@@ -66,6 +66,44 @@ def touch_run(pages: int, with_checker: bool) -> tuple[float, float, int]:
     return run, frees, cpu.walks
 
 
+def seed_cost(cfg: dict, seeds: int) -> dict:
+    """Process-time split of one checked seed (mean over `seeds`): building the machine,
+    kernel and checker, running the kernel, building the result dict."""
+    from emu.machine import Machine
+    from emu.run import RunEnded, build, result
+    from emu.run.check import install, seed_config
+    install()
+    acc = {"build": 0.0, "machine": 0.0, "run": 0.0, "result": 0.0}
+    init = Machine.__init__
+
+    def timed_init(self, *a, **kw):
+        t = time.process_time()
+        init(self, *a, **kw)
+        acc["machine"] += time.process_time() - t
+    Machine.__init__ = timed_init
+    try:
+        for seed in range(seeds):
+            c = seed_config(cfg, seed)
+            t0 = time.process_time()
+            c, m, k = build(c, seed)
+            t1 = time.process_time()
+            try:
+                k.run()
+            except RunEnded:
+                pass
+            t2 = time.process_time()
+            result(c, seed, m, k, "", 0.0)
+            t3 = time.process_time()
+            acc["build"] += t1 - t0
+            acc["run"] += t2 - t1
+            acc["result"] += t3 - t2
+    finally:
+        Machine.__init__ = init
+    out = {k: round(v / seeds * 1e3, 1) for k, v in acc.items()}
+    out["total"] = round(out["build"] + out["run"] + out["result"], 1)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pages", type=int, default=4096, help="pages the touch guest stores to (default 4096)")
@@ -85,6 +123,7 @@ def main(argv=None) -> int:
 
     from emu.run.check import explore
     cfg = {"workload": "threads", "strategy": "purge", "pages": 64, "threads": 4, "speculate": "default"}
+    split = seed_cost(cfg, 20)
     t0 = time.perf_counter()
     ex = explore(cfg, args.seeds, jobs=args.jobs)
     seconds = time.perf_counter() - t0
@@ -96,7 +135,8 @@ def main(argv=None) -> int:
            "frees_s": {"frames": args.pages + 2, "without": round(fbase, 4), "with": round(fchk, 4)},
            "check": {"seeds": ex.seeds_run, "jobs": args.jobs, "seconds": round(seconds, 2),
                      "seeds_per_minute": round(rate), "goal": GOAL_SEEDS_PER_MINUTE,
-                     "violations": ex.first is not None}}
+                     "violations": ex.first is not None},
+           "per_seed_cpu_ms": split}
     if args.json:
         print(json.dumps(out, indent=2))
     else:
@@ -106,6 +146,9 @@ def main(argv=None) -> int:
         print(f"teardown: {args.pages + 2} frame frees {fbase * 1e3:.1f} ms without, {fchk * 1e3:.1f} ms with")
         print(f"armmu check threads/64 pages/4 threads/purge: {ex.seeds_run} seeds in {seconds:.1f} s on "
               f"{args.jobs} workers = {rate:.0f} seeds/min (goal >= {GOAL_SEEDS_PER_MINUTE})")
+        print(f"one seed in one process: {split['total']} ms CPU = build {split['build']} ms (of which the "
+              f"Machine and its Unicorn CPUs {split['machine']} ms) + run {split['run']} ms + result "
+              f"{split['result']} ms")
     return 0
 
 
