@@ -224,3 +224,22 @@ def test_check_bad_kernel_options_are_one_line_and_exit_2(capsys, argv, word):
     rc, out, err = run_cli(capsys, "check", "--jobs", "1", *argv)
     assert rc == 2
     assert err.count("\n") == 1 and word in err and "Traceback" not in err
+
+
+# With --speculate off only demand accesses fill TLBs. Then the hazards that need a fill no
+# instruction asked for disappear: purge-unsafe's and purge-nowait's (a TTBR0 walk in the
+# kernel, or on a sibling between ps_exitcnt-- and pmap_deactivate, with the even ASID
+# current) and asid-noflush's (the kernel-VA entries tagged with the dying even ASID: the
+# modelled kernel reaches memory without the MMU, so only speculative walks from TTBR1 fill
+# them; on hardware the kernel's own loads after pmap_purge would fill them too). What
+# demand accesses drive remains: purge-early's livelock (test_purge_early_is_a_livelock). purge-unsafe:
+# test_purge_unsafe_is_flagged_with_speculation_and_not_without.
+@pytest.mark.parametrize("cfg,seeds,flagged_by", [
+    ({"workload": "spin", "strategy": "purge-nowait", "unlocked_exit": True, "irq_prob": IRQ_PROB}, 40, 200),
+    (dict(REUSE, strategy="asid-noflush"), 2, 200),
+])
+def test_speculation_off_removes_the_speculative_hazards(cfg, seeds, flagged_by):
+    on = explore(dict(cfg, speculate="default"), flagged_by, jobs=2)
+    assert on.first is not None and on.first["seed"] < seeds
+    off = explore(dict(cfg, speculate="off"), seeds, jobs=2)
+    assert off.first is None and off.seeds_run == seeds
