@@ -81,7 +81,7 @@ def format_table(results: dict) -> str:
     stopped = [s for s, r in results.items() if not r["outcome"]["completed"]]
     lines.append("-" * len(head))
     among = " among the safe strategies" if len(completed) < len(names) - len(stopped) else ""
-    lines.append(f"* lowest of the row{among} (exit path: first exit1 to the last reap); "
+    lines.append(f"* lowest of the row{among} (exit path: first exit syscall to the last reap); "
                  + (f"not completed: {', '.join(stopped)}" if stopped else "every run completed"))
     return "\n".join(lines)
 
