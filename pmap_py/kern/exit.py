@@ -16,7 +16,8 @@ Order of exit1 as modelled (numbers as in OpenBSD's exit1):
  7. p_stat = SDEAD: no more sleeping.
  9. Other threads: the strategy's thread_exit, then ps_exitcnt-- (waking the main
     thread when it is the only one left) -- before their own pmap_deactivate, which
-    is why pmap_purge has to spin.
+    is why pmap_purge has to spin once exit1 runs unlocked (KernConfig.unlocked_exit);
+    under the big lock the woken main thread cannot run before sched_toidle.
 10. cpu_exit / pmap_deactivate (the strategy's cpu_exit), then sched_exit: onto
     this CPU's spc_deadproc and a switch to idle, whose exit2 hands the proc to the
     reaper.
