@@ -800,6 +800,7 @@ def invalidate_va(hierarchies, op: TLBIOp, va: int, asid: int) -> int:
     vpn12 = va >> 12
     base12 = (vpn12 << 6 | 12) << _TAG_BITS
     ka, kg = base12 | asid, base12 | GLOBAL_TAG
+    keys = (ka, kg)
     tables = not op.last_level
     if tables and by_asid:
         wkeys = [None, None] + [(va >> (12 + 9 * (4 - lv)), ((va >> (12 + 9 * (4 - lv))) << 6 | lv) << _TAG_BITS | asid)
@@ -818,13 +819,29 @@ def invalidate_va(hierarchies, op: TLBIOp, va: int, asid: int) -> int:
                     n += m
                 continue
             s = t.sets[vpn12 & t.set_mask]
-            e = s.pop(ka, None)
-            if e is not None:
-                t._dropped_4k(ka, e)
-                n += 1
-            e = s.pop(kg, None)
-            if e is not None:
-                t._dropped_4k(kg, e)
+            for k in keys:
+                e = s.pop(k, None)
+                if e is None:
+                    continue
+                # NOTE: inlined from SetAssocTLB._dropped_4k for speed
+                by_tag = t.by_tag
+                tag = k & _TAG_MASK
+                d = by_tag[tag]
+                del d[k]
+                if not d:
+                    del by_tag[tag]
+                t.stats.flushed_entries += 1
+                sc = t.shift_count
+                c = sc[12] - 1
+                sc[12] = c
+                if c == 0:
+                    if t.shifts is _ONLY_4K:
+                        t.shifts = ()
+                    else:
+                        t._update_shifts()
+                e.refs -= 1
+                if e.refs == 0 and t.on_remove is not None:
+                    t.on_remove(e)
                 n += 1
         if tables:
             w = h.walk_cache
@@ -837,7 +854,17 @@ def invalidate_va(hierarchies, op: TLBIOp, va: int, asid: int) -> int:
                 for level in levels:
                     vpn, k = wkeys[level]
                     if sets[vpn & mask].pop(k, None) is not None:
-                        w._dropped(k)
+                        # NOTE: inlined from WalkCache._dropped and _uncounted for speed
+                        index = w.by_asid
+                        d = index[asid]
+                        del d[k]
+                        if not d:
+                            del index[asid]
+                        lc = w.level_count
+                        c = lc[level] - 1
+                        lc[level] = c
+                        if c == 0:
+                            w._update_levels()
                         w.stats.flushed_entries += 1
                         n += 1
             else:

@@ -38,12 +38,9 @@ MUTANTS = [
     Mutant("va-tlbi-ignores-globals", "VA TLBIs ignoring global entries", (
         ("emu/tlb.py", "n = self._invalidate_va(va, (asid, GLOBAL_TAG) if scope is _VA else None)",
          "n = self._invalidate_va(va, (asid,) if scope is _VA else None)"),
-        ("emu/tlb.py", "m = t._invalidate_va(va, (asid, GLOBAL_TAG) if scope is _VA else None)",
-         "m = t._invalidate_va(va, (asid,) if scope is _VA else None)"),
-        ("emu/tlb.py", "                        k = (vpn << 6 | shift) << _TAG_BITS | GLOBAL_TAG\n"
-                       "                        e = s.pop(k, None)\n",
-         "                        k = (vpn << 6 | shift) << _TAG_BITS | GLOBAL_TAG\n"
-         "                        e = None\n"),
+        ("emu/tlb.py", "m = t._invalidate_va(va, (asid, GLOBAL_TAG) if by_asid else None)",
+         "m = t._invalidate_va(va, (asid,) if by_asid else None)"),
+        ("emu/tlb.py", "    keys = (ka, kg)\n", "    keys = (ka,)\n"),
         ("emu/tlb.py", "            yield va, (asid, GLOBAL_TAG)", "            yield va, (asid,)"),
         ("emu/tlb.py", "            return sid in ids\n", "            return False\n"),
     ), tuple(TLB_TESTS)),
@@ -54,8 +51,9 @@ MUTANTS = [
         ("emu/tlbi.py", "    if va >> 55 & 1:\n", "    if False:\n"),
     ), tuple(TLB_TESTS)),
     Mutant("vae1-drops-asid-walk-cache", "VAE1 dropping the whole ASID's walk cache", (
-        ("emu/tlb.py", "                m = w._invalidate_va(va, (asid,) if scope is _VA else None)",
-         "                m = w._invalidate_asid(asid) if scope is _VA else w._invalidate_va(va, None)"),
+        ("emu/tlb.py", "            if by_asid and levels[-1] >= 2:\n", "            if False:\n"),
+        ("emu/tlb.py", "                m = w._invalidate_va(va, (asid,) if by_asid else None)",
+         "                m = w._invalidate_asid(asid) if by_asid else w._invalidate_va(va, None)"),
         ("emu/tlb.py", "            n = self._invalidate_va(va, (asid,) if scope is _VA else None)",
          "            n = self._invalidate_asid(asid) if scope is _VA else self._invalidate_va(va, None)"),
     ), tuple(TLB_TESTS)),

@@ -267,6 +267,24 @@ def test_vae1is_with_asid_0_for_a_kernel_va_keeps_asid_5s_table_entries(m):
     assert len(c1.tlb.walk_cache) == 0
 
 
+def test_vae1is_keeps_other_asids_entries_on_every_cpu_it_reaches(m):
+    """TLBI VAE1IS names one ASID: on every CPU it reaches, the entries of the VA for
+    another ASID stay (leaf and walk cache). cpu0 holds only ASID 5's, so that nothing the
+    first CPU's removal leaves behind can widen the scope on the next CPU."""
+    c0, c1 = m.cpus
+    m.utables.map(DATA)
+    read(c0, DATA)
+    switch_to(c1, m.utables, asid=9)
+    read(c1, DATA)
+    switch_to(c1, m.utables, asid=ASID)
+    read(c1, DATA)
+    flush(c0, TLBIOp.VAE1IS, tlbi_operand(va=DATA, asid=ASID))
+    for c in (c0, c1):
+        assert c.tlb.probe(DATA, ASID) is None
+    assert c1.tlb.probe(DATA, 9) is not None
+    assert {(w.level, w.asid) for w in c1.tlb.walk_cache} == {(3, 9), (2, 9)}
+
+
 @pytest.mark.parametrize("case", ["same-asid-after-vae1is", "other-asid"])
 def test_walk_through_an_unlinked_and_reused_l3_table(m, case):
     """ASID 5 walks DATA through L3 table T. T is unlinked from its L2 slot and reused as a
