@@ -820,7 +820,12 @@ class Cpu:
         asid = tlbi_asid(xt, self.regime.tcr.as16) if op.by_asid else 0
         self.pending.append([op, va, asid, False])      # [op, va, asid, done on this CPU]
         self.events[op.event] += 1
-        self.cycles += self._tlbi_cost(op)
+        # NOTE: inlined from _tlbi_cost for speed
+        cost = self.cost
+        if op.broadcast:
+            self.cycles += cost.tlbi_broadcast + (cost.tlbi_vmalle1is_extra if op.all_entries else 0)
+        else:
+            self.cycles += cost.tlbi_local
         if self.machine.trace is not None:
             self._trace_tlbi(op, va, asid)
 

@@ -803,8 +803,8 @@ def invalidate_va(hierarchies, op: TLBIOp, va: int, asid: int) -> int:
     keys = (ka, kg)
     tables = not op.last_level
     if tables and by_asid:
-        wkeys = [None, None] + [(va >> (12 + 9 * (4 - lv)), ((va >> (12 + 9 * (4 - lv))) << 6 | lv) << _TAG_BITS | asid)
-                                for lv in (2, 3)]                       # level -> (vpn, key): _region_shift
+        v2, v3 = va >> 30, va >> 21                    # the L2- and L3-table regions: _region_shift
+        wkeys = (None, None, (v2, (v2 << 6 | 2) << _TAG_BITS | asid), (v3, (v3 << 6 | 3) << _TAG_BITS | asid))
     n = 0
     for h in hierarchies:
         for t in h._leaf_tlbs:
