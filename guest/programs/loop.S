@@ -9,7 +9,7 @@
 //
 // Memory: text at the load base; heap [HEAP_BASE, HEAP_BASE + NPAGES pages) rw-;
 //         stack [STACK_TOP - PAGE_SIZE, STACK_TOP) rw-. Syscalls: exit.
-#include <armmu/asm.h>
+#include <armmu/workload.h>
 
 #define RESULT		8			/* offset from HEAP_BASE of the iteration count */
 #define HEAP_BASE	0x20000000
@@ -23,8 +23,7 @@
 	.text
 	.globl	_start
 _start:
-	MOV48	x9, STACK_TOP
-	mov	sp, x9
+	SET_STACK STACK_TOP
 	MOV48	x20, HEAP_BASE
 	MOV32	x21, ITERS
 	movz	x23, #NPAGES & 0xffff
@@ -32,19 +31,9 @@ _start:
 outer:
 	cmp	x22, x21
 	b.hs	done
-	mov	x1, x20
-	mov	x2, x23
-	cbz	x2, 2f
-1:	ldr	x3, [x1]
-	add	x3, x3, #1
-	str	x3, [x1]
-	add	x1, x1, #PAGE_SIZE
-	subs	x2, x2, #1
-	b.ne	1b
-2:	add	x22, x22, #1
+	BUMP_PAGES x20, x23, #PAGE_SIZE
+	add	x22, x22, #1
 	b	outer
 done:
 	str	x22, [x20, #RESULT]
-	mov	x0, #0
-	SYSTRAP	SYS_exit
-	udf	#0xe1				// exit returned: must not happen
+	EXIT	0

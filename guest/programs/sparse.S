@@ -12,7 +12,7 @@
 // Memory: text at the load base; region [HEAP_BASE, HEAP_BASE + NPAGES * STRIDE) rw-
 //         (demand) or NPAGES mmaps; stack [STACK_TOP - PAGE_SIZE, STACK_TOP) rw-.
 // Syscalls: exit (and mmap).
-#include <armmu/asm.h>
+#include <armmu/workload.h>
 
 #define HEAP_BASE	0x40000000		/* 1 GB aligned: L1 index 1 */
 #define STACK_TOP	0x7fffff8000
@@ -26,8 +26,7 @@
 	.text
 	.globl	_start
 _start:
-	MOV48	x9, STACK_TOP
-	mov	sp, x9
+	SET_STACK STACK_TOP
 	MOV48	x20, HEAP_BASE
 	MOV32	x21, NPAGES
 	MOV32	x24, STRIDE
@@ -51,19 +50,9 @@ mapped:
 #endif
 	mov	x1, x20
 	mov	x2, x21
-	cbz	x2, done
-store_loop:
-	str	x1, [x1]
-	add	x1, x1, x24
-	subs	x2, x2, #1
-	b.ne	store_loop
-done:
-	mov	x0, #0
-	SYSTRAP	SYS_exit
-	udf	#0xe1				// exit returned: must not happen
+	TOUCH_PAGES x1, x2, x24
+	EXIT	0
 #if MMAP
 mmap_failed:
-	mov	x0, #3
-	SYSTRAP	SYS_exit
-	udf	#0xe1
+	EXIT	3
 #endif

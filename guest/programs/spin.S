@@ -14,7 +14,7 @@
 //   page 0 control (STARTED[i] at +8*i, TID[i] at +TID_OFF+8*i), page 1 the spin page,
 //   pages 2.. data; stacks [STACK_TOP - (NSPIN + 1) * THREAD_STACK, STACK_TOP) rw-.
 // Syscalls: __tfork, sched_yield, exit.
-#include <armmu/asm.h>
+#include <armmu/workload.h>
 
 #define TID_OFF		0x800
 #define THREAD_STACK	0x4000
@@ -29,61 +29,19 @@
 	.text
 	.globl	_start
 _start:
-	MOV48	x9, STACK_TOP
-	mov	sp, x9
+	SET_STACK STACK_TOP
 	MOV48	x20, HEAP_BASE			// x20 = control page
 	add	x21, x20, #PAGE_SIZE		// x21 = spin page
 	mov	x11, #THREAD_STACK
-	mov	x19, #1				// index of the next sibling
-	sub	sp, sp, #32			// struct __tfork { tcb, tid *, stack }
-spawn:
-	cmp	x19, #NSPIN
-	b.hi	spawned
-	str	xzr, [sp]
-	add	x10, x20, #TID_OFF
-	add	x10, x10, x19, lsl #3
-	str	x10, [sp, #8]			// tf_tid = &TID[i]
-	msub	x10, x19, x11, x9		// STACK_TOP - i*THREAD_STACK
-	str	x10, [sp, #16]
-	mov	x0, sp
-	mov	x1, #TFORK_PARAM_SIZE
-	SYSTRAP	SYS___tfork
-	b.cs	tfork_failed
-	cbz	x0, sibling
-	add	x19, x19, #1
-	b	spawn
-
-spawned:
-	add	sp, sp, #32
+	TFORK_SPAWN hi, NSPIN, TID_OFF, sibling, tfork_failed	// siblings 1..NSPIN
 	add	x0, x21, #PAGE_SIZE		// data pages
 	MOV32	x1, NPAGES
-	cbz	x1, touched
-1:	str	x0, [x0]
-	add	x0, x0, #PAGE_SIZE
-	subs	x1, x1, #1
-	b.ne	1b
-touched:
-	mov	x19, #1
-wait:
-	cmp	x19, #NSPIN
-	b.hi	main_exit
-	add	x10, x20, x19, lsl #3
-	ldar	x9, [x10]			// STARTED[i]
-	cbnz	x9, wait_next
-	SYSTRAP	SYS_sched_yield
-	b	wait
-wait_next:
-	add	x19, x19, #1
-	b	wait
-main_exit:
-	mov	x0, #0
-	SYSTRAP	SYS_exit
-	udf	#0xe1				// exit returned: must not happen
+	TOUCH_PAGES x0, x1, #PAGE_SIZE
+	WAIT_FLAGS hi, NSPIN			// STARTED[1..NSPIN]
+	EXIT	0
 
 tfork_failed:
-	mov	x0, #2
-	SYSTRAP	SYS_exit
-	udf	#0xe1
+	EXIT	2
 
 	.globl	sibling_spin
 sibling:					// x19 = my index

@@ -12,7 +12,7 @@
 //   rw-: page 0 control (ARRIVED at +0, TID[i] at +TID_OFF+8*i), data pages after it;
 //   stacks [STACK_TOP - NTHREADS * THREAD_STACK, STACK_TOP) rw-.
 // Syscalls: __tfork, sched_yield, exit.
-#include <armmu/asm.h>
+#include <armmu/workload.h>
 
 #define TID_OFF		0x800
 #define THREAD_STACK	0x4000
@@ -28,42 +28,18 @@
 	.text
 	.globl	_start
 _start:
-	MOV48	x9, STACK_TOP
-	mov	sp, x9
+	SET_STACK STACK_TOP
 	MOV48	x20, HEAP_BASE			// x20 = control page
 	add	x21, x20, #PAGE_SIZE		// x21 = first data page
 	mov	x11, #THREAD_STACK
-	mov	x19, #1
-	sub	sp, sp, #32			// struct __tfork { tcb, tid *, stack }
-spawn:
-	cmp	x19, #NTHREADS
-	b.hs	spawned
-	str	xzr, [sp]
-	add	x10, x20, #TID_OFF
-	add	x10, x10, x19, lsl #3
-	str	x10, [sp, #8]
-	msub	x10, x19, x11, x9
-	str	x10, [sp, #16]
-	mov	x0, sp
-	mov	x1, #TFORK_PARAM_SIZE
-	SYSTRAP	SYS___tfork
-	b.cs	tfork_failed
-	cbz	x0, work			// the child: x19 = its index
-	add	x19, x19, #1
-	b	spawn
-spawned:
-	add	sp, sp, #32
+	TFORK_SPAWN hs, NTHREADS, TID_OFF, work, tfork_failed	// the child: x19 = its index
 	mov	x19, #0				// main is thread 0
 
 work:
 	MOV32	x9, SHARE
 	madd	x0, x19, x9, x21		// my first page
 	MOV32	x1, NPAGES
-	cbz	x1, arrive
-1:	str	x0, [x0]
-	add	x0, x0, #PAGE_SIZE
-	subs	x1, x1, #1
-	b.ne	1b
+	TOUCH_PAGES x0, x1, #PAGE_SIZE
 arrive:
 	ldaxr	x9, [x20]			// ARRIVED++
 	add	x9, x9, #1
@@ -83,11 +59,7 @@ linger:
 	SYSTRAP	SYS_sched_yield
 	b	linger
 do_exit:
-	mov	x0, #0
-	SYSTRAP	SYS_exit
-	udf	#0xe1				// exit returned: must not happen
+	EXIT	0
 
 tfork_failed:
-	mov	x0, #2
-	SYSTRAP	SYS_exit
-	udf	#0xe1
+	EXIT	2

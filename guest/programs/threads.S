@@ -23,7 +23,7 @@
 //   the struct __tfork on its own stack).
 // Children rely on the __tfork ABI (registers inherited, x0 = 0, sp = tf_stack; see
 // guest/syscalls.py): x19 = thread index. Syscalls: __tfork, sched_yield, __threxit, exit.
-#include <armmu/asm.h>
+#include <armmu/workload.h>
 
 #define PER		(NPAGES / NTHREADS)	/* pages per thread */
 #define REM_START	(PER * NTHREADS)	/* main also touches [REM_START, NPAGES) */
@@ -41,33 +41,12 @@
 	.text
 	.globl	_start
 _start:
-	MOV48	x9, STACK_TOP
-	mov	sp, x9
+	SET_STACK STACK_TOP
 	MOV48	x20, HEAP_BASE			// x20 = control page
 	add	x21, x20, #PAGE_SIZE		// x21 = first data page
 	movz	x11, #THREAD_STACK & 0xffff
 	movk	x11, #(THREAD_STACK >> 16) & 0xffff, lsl #16
-	mov	x19, #1				// index of the next thread
-	sub	sp, sp, #32			// struct __tfork { tcb, tid *, stack }
-spawn:
-	cmp	x19, #NTHREADS
-	b.hs	spawned
-	str	xzr, [sp]			// tf_tcb = NULL
-	add	x10, x20, #TID_OFF
-	add	x10, x10, x19, lsl #3
-	str	x10, [sp, #8]			// tf_tid = &TID[i]
-	msub	x10, x19, x11, x9		// STACK_TOP - i*THREAD_STACK
-	str	x10, [sp, #16]			// tf_stack
-	mov	x0, sp
-	mov	x1, #TFORK_PARAM_SIZE
-	SYSTRAP	SYS___tfork
-	b.cs	tfork_failed
-	cbz	x0, child			// the child sees 0; the parent the new thread id
-	add	x19, x19, #1
-	b	spawn
-
-spawned:
-	add	sp, sp, #32
+	TFORK_SPAWN hs, NTHREADS, TID_OFF, child, tfork_failed	// threads 1..NTHREADS-1
 	mov	x0, x21				// main's share: [0, PER) ...
 	MOV32	x1, PER
 	bl	touch
@@ -78,27 +57,12 @@ spawned:
 	bl	touch
 	mov	x9, #MAIN_WAIT
 	cbz	x9, main_exit
-	mov	x19, #1
-wait:
-	cmp	x19, #NTHREADS
-	b.hs	main_exit
-	add	x10, x20, x19, lsl #3
-	ldar	x9, [x10]			// DONE[i]
-	cbnz	x9, wait_next
-	SYSTRAP	SYS_sched_yield
-	b	wait
-wait_next:
-	add	x19, x19, #1
-	b	wait
+	WAIT_FLAGS hs, NTHREADS			// DONE[1..NTHREADS-1]
 main_exit:
-	mov	x0, #0
-	SYSTRAP	SYS_exit
-	udf	#0xe1				// exit returned: must not happen
+	EXIT	0
 
 tfork_failed:
-	mov	x0, #2
-	SYSTRAP	SYS_exit
-	udf	#0xe1
+	EXIT	2
 
 child:						// x19 = my index, sp = my stack
 	movz	x9, #((PER * PAGE_SIZE) >> 16) & 0xffff, lsl #16
@@ -128,9 +92,5 @@ child_spin:
 
 // touch(x0 = first page, x1 = number of pages): store each page's address into it.
 touch:
-	cbz	x1, 2f
-1:	str	x0, [x0]
-	add	x0, x0, #PAGE_SIZE
-	subs	x1, x1, #1
-	b.ne	1b
-2:	ret
+	TOUCH_PAGES x0, x1, #PAGE_SIZE
+	ret

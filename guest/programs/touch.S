@@ -12,7 +12,7 @@
 //
 // Memory: text at the load base; heap [HEAP_BASE, HEAP_BASE + NPAGES pages) rw-;
 //         stack [STACK_TOP - PAGE_SIZE, STACK_TOP) rw-. Syscalls: exit (and mmap).
-#include <armmu/asm.h>
+#include <armmu/workload.h>
 
 #define HEAP_BASE	0x20000000
 #define HEAP_SIZE	(NPAGES * PAGE_SIZE)
@@ -34,8 +34,7 @@
 	.text
 	.globl	_start
 _start:
-	MOV48	x9, STACK_TOP
-	mov	sp, x9
+	SET_STACK STACK_TOP
 	str	xzr, [sp, #-16]!		// use the stack page
 
 #if MMAP && NPAGES
@@ -82,7 +81,5 @@ loaded:
 
 #if MMAP && NPAGES
 mmap_failed:
-	mov	x0, #3
-	SYSTRAP	SYS_exit
-	udf	#0xe1
+	EXIT	3
 #endif
