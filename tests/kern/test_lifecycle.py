@@ -178,22 +178,13 @@ def test_kernel_lock_held_by_the_reaper_makes_exit_spin(strategy, contended):
         assert waits == [] and spins == 0
 
 
-def test_threads_keep_their_registers_and_flags_across_preemption_and_migration(tmp_path):
+def test_threads_keep_their_registers_and_flags_across_preemption_and_migration(asm_guest):
     """4 threads on 2 CPUs with a short time slice: each is preempted and moved between
     CPUs many times (its Unicorn context saved at the switch, restored on the new CPU,
     NZCV kept in the trapframe) and still computes 1 + 2 + ... + N right, even when a
     quantum ends between a `cmp` and its `b.ne`. A wrong register or flag -> exit(1)."""
     n = 3000
-    src = tmp_path / "sum.S"
-    src.write_text(f"""
-#include <armmu/asm.h>
-	ARMMU_REGION heap, 0x20000000, 0x1000, PROT_RW, REGION_POPULATE
-	ARMMU_REGION stack, 0x7fffff0000, 0x8000, PROT_RW, REGION_POPULATE
-	.text
-	.globl	_start
-_start:
-	MOV48	x9, 0x7fffff8000
-	mov	sp, x9
+    src = asm_guest("sum", f"""
 	MOV48	x20, 0x20000000            // +0: struct __tfork, +64: DONE[i], +128: COUNT[i]
 	mov	x19, #1
 spawn:
@@ -258,7 +249,7 @@ check:	mov	x13, #0                   // every thread counted exactly its own N i
 bad:	mov	x0, #1
 	SYSTRAP	SYS_exit
 """)
-    res, m, k = go(guest=str(src), strategy="purge", cpus=2, pages=1, quantum=7, slice_cycles=400, seed=3,
+    res, m, k = go(guest=src, strategy="purge", cpus=2, pages=1, quantum=7, slice_cycles=400, seed=3,
                    budgets={"max_insns": 2_000_000})
     assert res["outcome"]["completed"], res["outcome"]["reason"]
     assert res["processes"][0]["status"] == 0
@@ -292,21 +283,12 @@ def test_unlocked_exit_makes_pmap_purge_wait_and_nowait_race():
     assert raced >= 1
 
 
-def test_a_migrated_thread_runs_at_el0(tmp_path):
+def test_a_migrated_thread_runs_at_el0(asm_guest):
     """Saved contexts carry the kernel's PSTATE: a thread resumed on another CPU must
     still run at EL0. After many preemptions each thread reads CurrentEL, which EL0
     may not: the first to try is killed with SIGILL (at EL1 it would read 4 and the
     process would exit(0))."""
-    src = tmp_path / "el.S"
-    src.write_text("""
-#include <armmu/asm.h>
-	ARMMU_REGION heap, 0x20000000, 0x1000, PROT_RW, REGION_POPULATE
-	ARMMU_REGION stack, 0x7fffff0000, 0x8000, PROT_RW, REGION_POPULATE
-	.text
-	.globl	_start
-_start:
-	MOV48	x9, 0x7fffff8000
-	mov	sp, x9
+    src = asm_guest("el", """
 	MOV48	x20, 0x20000000
 	mov	x19, #1
 spawn:	cmp	x19, #4
@@ -329,7 +311,7 @@ work:	mov	x21, #4000
 	mov	x0, #0
 	SYSTRAP	SYS_exit
 """)
-    res, m, k = go(guest=str(src), strategy="purge", cpus=2, pages=1, quantum=7, slice_cycles=400, seed=5)
+    res, m, k = go(guest=src, strategy="purge", cpus=2, pages=1, quantum=7, slice_cycles=400, seed=5)
     p = res["processes"][0]
     assert res["outcome"]["completed"] and res["events"]["context_switches"] > 30
     assert p["signal"] == 4 and "undef" in p["killed"]

@@ -11,18 +11,8 @@ import pytest
 
 from guest.programs import PROGRAM_DIR
 
-from .conftest import go
+from .conftest import go, write_asm
 
-PRELUDE = """
-#include <armmu/asm.h>
-	ARMMU_REGION heap, 0x20000000, 0x4000, PROT_RW, REGION_POPULATE
-	ARMMU_REGION stack, 0x7fffff0000, 0x8000, PROT_RW, REGION_POPULATE
-	.text
-	.globl	_start
-_start:
-	MOV48	x9, 0x7fffff8000
-	mov	sp, x9
-"""
 EXIT_ERRNO = """
 	b.cs	1f
 	mov	x0, #0
@@ -31,9 +21,8 @@ EXIT_ERRNO = """
 
 
 def guest(tmp_path, body: str, name: str = "g") -> str:
-    f = tmp_path / f"{name}.S"
-    f.write_text(PRELUDE + textwrap.dedent(body) + EXIT_ERRNO + "\n.data\nmsg: .ascii \"hello\\n\"\n")
-    return str(f)
+    return write_asm(tmp_path, name, textwrap.dedent(body) + EXIT_ERRNO + "\n.data\nmsg: .ascii \"hello\\n\"\n",
+                     heap=0x4000)
 
 
 def status(tmp_path, body, **kw):

@@ -5,15 +5,7 @@ from __future__ import annotations
 
 from .conftest import go
 
-SRC = """
-#include <armmu/asm.h>
-	ARMMU_REGION heap, 0x20000000, 0x1000, PROT_RW, REGION_POPULATE
-	ARMMU_REGION stack, 0x7fffff0000, 0x8000, PROT_RW, REGION_POPULATE
-	.text
-	.globl	_start
-_start:
-	MOV48	x9, 0x7fffff8000
-	mov	sp, x9
+BODY = """
 	MOV48	x20, 0x20000000            // struct __tfork
 	str	xzr, [x20]
 	str	xzr, [x20, #8]
@@ -41,9 +33,7 @@ bad:	mov	x0, #1
 """
 
 
-def test_a_new_thread_runs_on_its_own_stack(tmp_path):
-    src = tmp_path / "stack.S"
-    src.write_text(SRC)
-    res, m, k = go(guest=str(src), strategy="purge", cpus=2, pages=1, budgets={"max_insns": 200_000})
+def test_a_new_thread_runs_on_its_own_stack(asm_guest):
+    res, m, k = go(guest=asm_guest("stack", BODY), strategy="purge", cpus=2, pages=1, budgets={"max_insns": 200_000})
     assert res["outcome"]["completed"], res["outcome"]["reason"]
     assert res["processes"][0]["status"] == 0
