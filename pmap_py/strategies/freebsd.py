@@ -17,7 +17,7 @@ from pmap_py.cpufunc import MASK64, cpu_tlb_flush_asid, cpu_tlb_flush_asid_all
 from pmap_py.kern.steps import STEP
 
 from .base import ExitStrategy
-from .tables import clear_table_descs, free_frames
+from .tables import clear_table_descs, free_frames, unmap_unflushed
 
 
 class FreeBSD(ExitStrategy):
@@ -38,15 +38,7 @@ class FreeBSD(ExitStrategy):
         yield from k.kernel_lock.acquire(p, max(held, 1))
 
     def pmap_remove_pages(self, k, p, vm, pm):
-        pm.pm_active = 0                                      # PTEs cleared without TLBI
-        pages = []
-        for e in vm.vm_map.teardown_order():
-            yield from k.uvm.pmap_remove_chunked(p, pm, e.start, e.end)
-            pages.extend(e.anon.values())
-            e.anon.clear()
-            yield STEP
-        vm.vm_map.entries.clear()
-        vm.vm_map._starts.clear()
+        pages = yield from unmap_unflushed(k, p, vm, pm)      # PTEs cleared without TLBI
         pm.pm_active = 1
         cpu = k.curcpu(p)
         asid = (pm.pm_asid << 48) & MASK64

@@ -17,7 +17,7 @@ from pmap_py.kern.steps import STEP
 from emu.tlbi import TLBIOp
 
 from .base import ExitStrategy
-from .tables import clear_table_descs, free_frames
+from .tables import clear_table_descs, free_frames, unmap_unflushed
 
 
 class Linux(ExitStrategy):
@@ -35,15 +35,7 @@ class Linux(ExitStrategy):
         yield from k.kernel_lock.acquire(p, max(held, 1))
 
     def exit_mmap(self, k, p, vm, pm):
-        pm.pm_active = 0                                      # fullmm: no flush per page
-        pages = []
-        for e in vm.vm_map.teardown_order():                  # unmap_vmas
-            yield from k.uvm.pmap_remove_chunked(p, pm, e.start, e.end)
-            pages.extend(e.anon.values())
-            e.anon.clear()
-            yield STEP
-        vm.vm_map.entries.clear()
-        vm.vm_map._starts.clear()
+        pages = yield from unmap_unflushed(k, p, vm, pm)      # unmap_vmas, fullmm: no flush per page
         cpu = k.curcpu(p)
         tables = clear_table_descs(k.ps, cpu, pm)              # free_pgtables
         if tables:                                            # tlb_flush: freed_tables

@@ -1,6 +1,23 @@
 """Helpers for strategies that free page-table pages themselves (linux, freebsd)."""
 from __future__ import annotations
 
+from pmap_py.kern.steps import STEP
+
+
+def unmap_unflushed(k, p, vm, pm):
+    """Clear every PTE of vm's entries with no per-page TLBI (pm_active = 0: ttlb_flush's
+    skip condition), one step per entry, and empty the map. Returns the pages to free."""
+    pm.pm_active = 0
+    pages = []
+    for e in vm.vm_map.teardown_order():
+        yield from k.uvm.pmap_remove_chunked(p, pm, e.start, e.end)
+        pages.extend(e.anon.values())
+        e.anon.clear()
+        yield STEP
+    vm.vm_map.entries.clear()
+    vm.vm_map._starts.clear()
+    return pages
+
 
 def clear_table_descs(ps, cpu, pm, on_unlink=None) -> list:
     """Unlink every L3 and L2 table of pm (children first): write 0 into the parent's
