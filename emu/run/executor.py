@@ -49,11 +49,13 @@ class LocalExecutor:
             for args in argtuples:
                 yield fn(*args)
             return
-        window = window or 2 * self.jobs
-        todo = iter(argtuples)
+        yield from self._windowed(fn, argtuples, window or 2 * self.jobs)
+
+    def _windowed(self, fn, argtuples, window: int):
+        """Results in submission order, submitting at most ``window`` tasks ahead."""
         inflight: deque = deque()
         try:
-            for args in todo:
+            for args in argtuples:
                 inflight.append(self._submit(fn, args))
                 if len(inflight) >= window:
                     yield self._result(inflight.popleft())
@@ -129,18 +131,7 @@ class DaskExecutor(LocalExecutor):
         return len(self.client.scheduler_info().get("workers", {})) or self.jobs
 
     def imap(self, fn, argtuples, window: int | None = None):
-        window = window or 2 * self.workers
-        inflight: deque = deque()
-        try:
-            for args in argtuples:
-                inflight.append(self._submit(fn, args))
-                if len(inflight) >= window:
-                    yield self._result(inflight.popleft())
-            while inflight:
-                yield self._result(inflight.popleft())
-        finally:
-            for f in inflight:
-                f.cancel()
+        yield from self._windowed(fn, argtuples, window or 2 * self.workers)
 
     def as_completed(self, fn, argtuples):
         from distributed import as_completed
