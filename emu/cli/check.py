@@ -10,9 +10,8 @@ import time
 from ..cores import DEFAULT_CORE
 from ..run import DEFAULTS, SPECULATE
 from ..run.check import explore
-from ..run.executor import EXECUTORS
 from ..run.workloads import WORKLOADS
-from .common import BadInput
+from .common import BadInput, add_executor_args
 from .files import check_writable, write_json
 
 
@@ -99,10 +98,7 @@ def add_parser(sub) -> None:
                    help="a Python file defining your own ExitStrategy subclasses (then --strategy NAME)")
     c.add_argument("--seeds", type=int, default=100, metavar="N", help="seeds to run (default 100)")
     c.add_argument("--first-seed", type=int, default=0, metavar="K", help="first seed (default 0)")
-    c.add_argument("--jobs", type=int, metavar="J", help="worker processes (default: every core)")
-    c.add_argument("--executor", choices=EXECUTORS, default="local",
-                   help="local process pool (default) or Dask distributed")
-    c.add_argument("--scheduler", metavar="ADDR", help="Dask scheduler address (tcp://HOST:PORT)")
+    add_executor_args(c, "worker processes (default: every core)")
     c.add_argument("--pages", type=int, default=DEFAULTS["pages"], metavar="N", help="pages (default 64)")
     c.add_argument("--threads", type=int, default=DEFAULTS["threads"], metavar="T",
                    help="threads per process (default 4)")

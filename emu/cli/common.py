@@ -1,5 +1,9 @@
-"""What every armmu subcommand shares: the bad-input error and number parsing."""
+"""What every armmu subcommand shares: the bad-input error, number parsing, loading
+--strategy-file and the --jobs/--executor/--scheduler options."""
 from __future__ import annotations
+
+from ..run import RunError
+from ..run.executor import EXECUTORS
 
 
 class BadInput(Exception):
@@ -11,3 +15,23 @@ def parse_int(text: str, what: str) -> int:
         return int(text.replace("_", ""), 0)
     except ValueError:
         raise BadInput(f"{what}: {text!r} is not a number (use decimal or 0x hex)") from None
+
+
+def load_strategy_file(path: str | None) -> None:
+    """--strategy-file: register its strategies before their names are checked; a bad
+    file is a RunError (one line, exit 2)."""
+    from pmap_py import strategies
+    if path:
+        try:
+            strategies.load_strategy_file(path)
+        except strategies.StrategyError as e:
+            raise RunError(str(e)) from None
+
+
+def add_executor_args(p, jobs_help: str) -> None:
+    """--jobs, --executor and --scheduler, as emu.run.executor.make_executor takes them."""
+    p.add_argument("--jobs", type=int, metavar="J", help=jobs_help)
+    p.add_argument("--executor", choices=EXECUTORS, default="local",
+                   help="local process pool (default) or dask, e.g. --executor dask --scheduler tcp://h:8786")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT",
+                   help="Dask scheduler address (with --executor dask; none: a local cluster)")

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from ..run import DEFAULTS, SPECULATE, RunError
-from ..run.executor import EXECUTORS, make_executor
-from .common import BadInput
+from ..run.executor import make_executor
+from .common import BadInput, add_executor_args, load_strategy_file
 from .files import check_writable, save_figure, write_json
 from .session import checked
 
@@ -197,12 +197,7 @@ def parse_strategies(text: str | None) -> list[str]:
 
 
 def cmd_compare(args) -> int:
-    from pmap_py import strategies
-    if args.strategy_file:
-        try:
-            strategies.load_strategy_file(args.strategy_file)
-        except strategies.StrategyError as e:
-            raise RunError(str(e)) from None
+    load_strategy_file(args.strategy_file)
     names = parse_strategies(args.strategies)
     base = {"workload": args.workload, "guest": args.guest, "pages": args.pages, "threads": args.threads,
             "cpus": args.cpus, "procs": args.procs, "core": args.core, "speculate": args.speculate,
@@ -320,8 +315,5 @@ def add_parser(sub) -> None:
     c.add_argument("--trace-format", choices=tuple(TRACE_SUFFIX), default="text",
                    help="text, jsonl or perfetto (as armmu run --trace-format)")
     c.add_argument("--trace-filter", metavar="SPEC", help="as armmu run, e.g. kind=tlbi,cpu=0")
-    c.add_argument("--jobs", type=int, metavar="J", help="runs at once (default: one per strategy, up to the cores)")
-    c.add_argument("--executor", choices=EXECUTORS, default="local",
-                   help="local process pool (default) or dask")
-    c.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="Dask scheduler (with --executor dask)")
+    add_executor_args(c, "runs at once (default: one per strategy, up to the cores)")
     c.set_defaults(func=cmd_compare)

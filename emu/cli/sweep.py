@@ -16,9 +16,9 @@ import sys
 import time
 from pathlib import Path
 
-from ..run import DEFAULTS, LIMITS, SPECULATE, RunError
-from ..run.executor import EXECUTORS, make_executor
-from .common import BadInput, parse_int
+from ..run import DEFAULTS, LIMITS, SPECULATE
+from ..run.executor import make_executor
+from .common import BadInput, add_executor_args, load_strategy_file, parse_int
 from .compare import parse_strategies
 from .files import check_writable, save_figure, write_json, write_text
 from .session import checked
@@ -144,12 +144,7 @@ def plots(rows: list[dict], grid: dict, out: Path) -> list[Path]:
 
 
 def cmd_sweep(args) -> int:
-    from pmap_py import strategies
-    if args.strategy_file:
-        try:
-            strategies.load_strategy_file(args.strategy_file)
-        except strategies.StrategyError as e:
-            raise RunError(str(e)) from None
+    load_strategy_file(args.strategy_file)
     grid = {"strategy": parse_strategies(args.strategies),
             "pages": parse_values(args.pages, "--pages"), "threads": parse_values(args.threads, "--threads"),
             "cpus": parse_values(args.cpus, "--cpus"), "procs": parse_values(args.procs, "--procs"),
@@ -262,10 +257,6 @@ def add_parser(sub) -> None:
                    help="speculative TLB fills (default off)")
     s.add_argument("--no-check", action="store_true", help="run without the hazard checker (faster)")
     s.add_argument("--out", default="sweep-out", metavar="DIR", help="output directory (default sweep-out)")
-    s.add_argument("--jobs", type=int, metavar="J", help="runs at once (default: every core)")
-    s.add_argument("--executor", choices=EXECUTORS, default="local",
-                   help="local process pool (default) or dask, e.g. --executor dask --scheduler tcp://h:8786")
-    s.add_argument("--scheduler", metavar="tcp://HOST:PORT",
-                   help="Dask scheduler address (with --executor dask; none: a local cluster)")
+    add_executor_args(s, "runs at once (default: every core)")
     s.add_argument("--progress", action="store_true", help="show the progress bar even when stderr is not a terminal")
     s.set_defaults(func=cmd_sweep)
