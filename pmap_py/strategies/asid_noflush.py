@@ -1,7 +1,9 @@
 """asid-noflush (unsafe): purge whose pmap_free_asid does not flush.
 
-Source: an older pmap.c whose pmap_free_asid has its TLBI commented out
-("XXX TLB Flush?"); everything else as purge (pmap.c 1.113). The exiting thread keeps
+Source: a pmap_free_asid with its two cpu_tlb_flush_asid_all calls commented out under
+"XXX TLB Flush?", as in a 2019 work-in-progress pmap.c derived from arm64's (the start of
+the riscv64 port; no arm64 revision read, 1.58 or 1.113, lacks the flush: see
+docs/strategies.md); everything else as purge (pmap.c 1.113). The exiting thread keeps
 filling kernel-VA entries tagged with the dying even ASID after pmap_purge (TTBR1
 carries the ASID, every PTE is nG), so the ASID is released with entries of its old
 owner still cached: the next pmap that gets it can hit them.
