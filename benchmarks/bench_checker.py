@@ -30,7 +30,7 @@ def touch_run(pages: int, with_checker: bool) -> tuple[float, float, int]:
     from emu.checker import Checker
     from emu.cpu import StopKind
     from emu.machine import Machine
-    from emu.scenario import map_program
+    from emu.run.scenario import map_program
     from guest.programs import load
     from pmap_py import pmap_bootstrap
 

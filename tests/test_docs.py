@@ -1,7 +1,7 @@
 """The repository stands alone: no tracked file points outside it, and every link and
 section reference in README.md and docs/ resolves to something in the repository.
 
-A clone has no ../shared directory, so a comment that cites one sends the reader nowhere.
+A clone has no sibling notes directory next to it, so a comment that cites one sends the reader nowhere.
 Citations go to docs/ (with a section: ``docs/hardware.md §Walker``) or to a primary
 source (an OpenBSD file and revision, an Arm ARM section)."""
 from __future__ import annotations

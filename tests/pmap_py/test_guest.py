@@ -119,7 +119,7 @@ def test_purge_path_zero_vae1is_and_clean_tlb():
 
 
 # ---------------------------------------------------------------------------------------
-# exec: a guest ELF mapped by emu.scenario.map_program (pmap_enter per page)
+# exec: a guest ELF mapped by emu.run.scenario.map_program (pmap_enter per page)
 
 EXEC_SRC = """// text, rodata, data, a populated heap and a demand region
 #include <armmu/asm.h>
@@ -150,7 +150,7 @@ def _pa(cpu, va, el=0):
 
 
 def test_exec_maps_segments_and_regions_with_their_protections(tmp_path):
-    from emu.scenario import map_program
+    from emu.run.scenario import map_program
     from guest.programs import load_file
     from pmap_py import PROT_READ as R, PROT_WRITE as W
     src = tmp_path / "exec.S"
@@ -191,7 +191,7 @@ def test_threads_c_runs_on_two_cpus_through_the_pmap():
     waits for its DONE flag and exits 0. A small kernel loop stands in for the kernel."""
     from unicorn.arm64_const import UC_ARM64_REG_NZCV
 
-    from emu.scenario import map_program, setregs
+    from emu.run.scenario import map_program, setregs
     from guest.programs import load
     from guest.syscalls import Sys
     prog = load("threads_c", {"NTHREADS": 2, "NPAGES": 6, "THREAD_EXIT": 1})

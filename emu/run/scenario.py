@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pmap_py import PROT_EXEC
 
-from .frames import FrameKind
-from .physmem import PAGE_SIZE
+from ..frames import FrameKind
+from ..physmem import PAGE_SIZE
 
 
 def map_program(machine, ps, cpu, pm, prog) -> list[int]:
