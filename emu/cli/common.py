@@ -28,6 +28,20 @@ def load_strategy_file(path: str | None) -> None:
             raise RunError(str(e)) from None
 
 
+def guest_failure(r: dict) -> str | None:
+    """A user's own guest that never finishes or dies of a fault is bad input (one line, exit
+    2), not a result; a stop the checker explains (a violation, a livelock) stays a result."""
+    if r["violations"]:
+        return None
+    guest = r["config"].get("guest", "the guest")
+    if not r["outcome"]["completed"]:
+        return f"{guest}: the run did not finish: {r['outcome']['reason']}"
+    for p in r["processes"]:
+        if p["killed"]:
+            return f"{guest}: {p['killed']}"
+    return None
+
+
 def add_executor_args(p, jobs_help: str) -> None:
     """--jobs, --executor and --scheduler, as emu.run.executor.make_executor takes them."""
     p.add_argument("--jobs", type=int, metavar="J", help=jobs_help)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..run import DEFAULTS, SPECULATE, RunError
 from ..run.executor import make_executor
-from .common import BadInput, add_executor_args, load_strategy_file
+from .common import BadInput, add_executor_args, guest_failure, load_strategy_file
 from .files import check_writable, save_figure, write_json
 from .session import checked
 
@@ -234,6 +234,9 @@ def cmd_compare(args) -> int:
     tasks = [({**base, "strategy": s}, args.seed, not args.no_check, traces[s]) for s in names]
     with make_executor(args.executor, args.jobs or min(len(names), _cpus()), args.scheduler) as ex:
         results = dict(zip(names, ex.imap(compare_task, tasks)))
+    failed = [f for f in map(guest_failure, results.values()) if f] if args.guest else []
+    if failed:
+        raise RunError(failed[0])
     cfg["seed"] = args.seed
     table = format_table(results)
     text = reading(results, cfg)

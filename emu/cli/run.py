@@ -8,6 +8,7 @@ from ..cores import DEFAULT_CORE
 from ..run import DEFAULTS, SPECULATE, RunError
 from ..run.workloads import WORKLOADS
 from ..stats import table as stats_table
+from .common import guest_failure
 from .files import check_writable, write_json
 from .session import add_trace_options, run_session, trace_options
 
@@ -66,6 +67,9 @@ def cmd_run(args) -> int:
                           trace_format=args.trace_format, trace_filter=args.trace_filter,
                           trace_insns=args.trace_insns, dump_at=args.dump_at,
                           dump_out=sys.stderr if args.json == "-" else sys.stdout, checker=True)
+    failed = guest_failure(r) if args.guest else None
+    if failed:
+        raise RunError(failed)
     if args.json not in (None, "-"):
         write_json(args.json, r)
     print(json.dumps(r, indent=2) if args.json == "-" else format_result(r))

@@ -5,6 +5,8 @@ import pytest
 from .conftest import one_line_error
 
 BAD_GUEST = "\t.text\n_start:\n\tnot_an_instruction x0\n"
+LOOP_GUEST = "\t.globl _start\n_start:\n\tb _start\n"                          # loops forever
+JUMP_GUEST = "\t.globl _start\n_start:\n\tmov x0, #0x100000000\n\tbr x0\n"   # jumps into nothing
 SMALL = ("--pages", "8", "--cpus", "1")
 
 CASES = [
@@ -16,6 +18,10 @@ CASES = [
     (["run", "--pages", "1000000000"], "pages = 1000000000", []),
     (["run", "--cpus", "0"], "cpus = 0", []),
     (["run", "--guest", "bad.S", "--trace", "t.txt", "--json", "r.json"], "bad.S", ["t.txt", "r.json"]),
+    (["run", "--guest", "loop.S", "--json", "r.json"], "the run did not finish: guest instruction budget", ["r.json"]),
+    (["run", "--guest", "jump.S", "--json", "r.json"], "killed by signal 11 (no mapping): translation fault", ["r.json"]),
+    (["compare", "--guest", "jump.S", "--strategies", "purge,reaper", "--json", "c.json"],
+     "killed by signal 11", ["c.json"]),
     (["run", "--trace-filter", "cpu=1"], "need --trace", []),
     (["run", *SMALL, "--trace", "t.txt", "--trace-filter", "asid=zz"], "not a number", ["t.txt"]),
     (["run", *SMALL, "--json", "nodir/r.json"], "does not exist", []),
@@ -45,6 +51,8 @@ CASES = [
 @pytest.fixture
 def workdir(tmp_path):
     (tmp_path / "bad.S").write_text(BAD_GUEST)
+    (tmp_path / "loop.S").write_text(LOOP_GUEST)
+    (tmp_path / "jump.S").write_text(JUMP_GUEST)
     return tmp_path
 
 
