@@ -25,9 +25,10 @@ from capstone import CS_ARCH_ARM64, CS_MODE_ARM, Cs
 from unicorn import UC_ARCH_ARM64, UC_MODE_ARM
 from unicorn import arm64_const as A
 
+from . import fastpath
 from . import unicorn_boundary as ucb
 from .sysregs import SCTLR_M, SysReg, openbsd_tcr
-from .tlb import _ONLY_4K, _TAG_BITS, GLOBAL_TAG, SetAssocTLB, TLBHierarchy, TLBIRun, WalkCache, invalidate_va
+from .tlb import _ONLY_4K, _TAG_BITS, GLOBAL_TAG, SetAssocTLB, TLBHierarchy, TLBIRun, TLBStats, WalkCache
 from .tlbi import DSB_OPTION_SCOPE, VA_FIELD_MASK, Scope, TLBIOp, dsb_option, tlbi_asid, tlbi_va
 from .trace import Ev
 from .descriptors import ATTR_AF, ATTR_nG, OA_MASK
@@ -232,6 +233,8 @@ class Cpu:
         self._special_hooks: dict[int, int] = {}        # VA -> code hook on a DSB/ISB/ERET seen there
         self._words = memoryview(self.mem.buf).cast("I")
         self._translate = self._build_translate()
+        if machine.fast:
+            self._translate = self._compiled_translate(self._translate)
         self._setup_unicorn()
 
     # ------------------------------------------------------------------ Unicorn
@@ -242,7 +245,15 @@ class Cpu:
         uc.mem_map_ptr(0, self.mem.size, UC_PROT_ALL, self.mem.address)
         self._raw = ucb.Raw(uc)
         self._counter = self._raw.counter
-        self._raw.add_tlb_fill_hook(self._build_fill_hook())
+        if self.machine.fast and not self.instrument:
+            # the compiled twin of _build_fill_hook's fill (instrumented runs keep the Python:
+            # their cost is the code hook's)
+            self._raw.add_compiled_tlb_fill_hook(fastpath.FillHook(
+                translate=self._translate, cpu=self, holds=self._uc_holds, code_pa=self._code_pa,
+                code_fetch=self._code_fetch, hook_failed=ucb.hook_failed, uc=uc, sentinel_page=SENTINEL_PAGE,
+                mem_size=self.mem.size))
+        else:
+            self._raw.add_tlb_fill_hook(self._build_fill_hook())
         uc.hook_add(UC_HOOK_INTR, self._intr_hook)
         uc.hook_add(UC_HOOK_INSN, self._sys_hook, None, 1, 0, A.UC_ARM64_INS_SYS)
         uc.hook_add(UC_HOOK_INSN, self._msr_hook, None, 1, 0, A.UC_ARM64_INS_MSR)
@@ -535,6 +546,20 @@ class Cpu:
             return f
 
         return translate
+
+    def _compiled_translate(self, python):
+        """The compiled twin of the closure (emu/_fast_translate.c, see emu/fastpath.py): the
+        same objects and constants, and the closure itself for every case it leaves to Python."""
+        cost = self.cost
+        return fastpath.Translator(
+            python=python, cpu=self, machine=self.machine, tlb=self.tlb, itlb=self.tlb.itlb, dtlb=self.tlb.dtlb,
+            l2=self.tlb.l2, walk_cache=self.tlb.walk_cache, q=self.mem.q, walk_observers=self.machine.walk_observers,
+            recent=self.recent, holds=self._uc_holds, perm_memo=perm_memo, leaf_perms_cached=leaf_perms_cached,
+            translation=Translation, fault=Fault, access=tuple(Access), permission=FaultKind.PERMISSION,
+            account=self._account, walk_l3=walk_l3, walk_and_fill=self._walk, only_4k=_ONLY_4K,
+            l1_hit_cycles=cost.l1_tlb_hit, l2_hit_cycles=cost.l2_tlb_hit, descriptor_read=self._descriptor_read,
+            walk_cache_hit=self._walk_cache_hit, oa_mask=OA_MASK, page_af=PAGE_AF, leaf_perm_bits=LEAF_PERM_BITS,
+            wxn_key=WXN_KEY, ng_bit=ATTR_nG, global_tag=GLOBAL_TAG, tag_bits=_TAG_BITS, stats_type=TLBStats)
 
     def _walk(self, va: int, fetch: bool | None, speculative: bool = False) -> Translation | Fault:
         """Walk (from the deepest walk-cache hit) and fill the TLBs: L2 always, and the L1 of
@@ -910,7 +935,7 @@ class Cpu:
             else:
                 reach = (self.tlb,)
             if op.by_va:
-                invalidate_va(reach, op, va, asid)        # the keys computed once for every CPU
+                self.machine.invalidate_va(reach, op, va, asid)   # the keys computed once for every CPU
             else:
                 for t in reach:
                     t.invalidate(op, va, asid)

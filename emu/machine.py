@@ -11,12 +11,14 @@ import random
 from collections import Counter
 from typing import Callable
 
+from . import fastpath
 from .cores import CorePreset, load_preset
 import numpy as np
 
 from .cpu import SPECULATION_RATES, Cpu, Stop, StopKind, special_offsets
 from .frames import FrameAllocator, FrameInfo, FrameKind
 from .physmem import PAGE_SHIFT, PAGE_SIZE, PhysMem
+from .tlb import invalidate_va
 from .trace import Trace
 
 
@@ -27,7 +29,7 @@ class BudgetExceeded(Exception):
 class Machine:
     def __init__(self, ncpus: int = 2, mem_size: int = 64 << 20, core: str | CorePreset = "cortex-a72",
                  seed: int = 0, speculate: str = "off", instrument: bool = False,
-                 trace: Trace | bool | None = None, parange_bits: int = 44):
+                 trace: Trace | bool | None = None, parange_bits: int = 44, fast: bool | None = None):
         if ncpus < 1:
             raise ValueError("a machine needs at least one CPU")
         if speculate not in SPECULATION_RATES:
@@ -38,6 +40,9 @@ class Machine:
         self.speculate = speculate
         self.instrument = instrument
         self.parange_bits = parange_bits
+        self.fast = fastpath.resolve(fast)           # the compiled twins of the two hottest paths
+        # a completed by-VA TLBI, applied to every TLB it reaches (emu/fastpath.py)
+        self.invalidate_va = fastpath.invalidate_va if self.fast else invalidate_va
         self.trace = Trace() if trace is True else (trace or None)
         self.mem = PhysMem(mem_size)
         self.frames = FrameAllocator(self.mem)

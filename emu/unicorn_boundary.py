@@ -134,9 +134,18 @@ class Raw:
         entry_at). It must not raise: it catches everything and hands it to hook_failed, so
         that the caller of emu_start re-raises it (as the binding does for its own hooks)."""
         self._fill_cb = TLB_FILL_CFUNC(fill)   # kept alive as long as this object
+        return self._tlb_fill_hook(ctypes.cast(self._fill_cb, ctypes.c_void_p), None)
+
+    def add_compiled_tlb_fill_hook(self, hook) -> int:
+        """Register a compiled fill hook (emu/_fast_translate.c's FillHook): its C callback is
+        Unicorn's uc_cb_tlbevent_t itself, with the hook object as user_data (kept alive
+        here as long as this object). The same contract as add_tlb_fill_hook."""
+        self._fill_cb = hook
+        return self._tlb_fill_hook(ctypes.c_void_p(hook.callback), ctypes.c_void_p(hook.user_data))
+
+    def _tlb_fill_hook(self, callback: ctypes.c_void_p, user_data: ctypes.c_void_p | None) -> int:
         h = ctypes.c_size_t()
-        status = uclib.uc_hook_add(self.uch, ctypes.byref(h), UC_HOOK_TLB_FILL,
-                                   ctypes.cast(self._fill_cb, ctypes.c_void_p), None,
+        status = uclib.uc_hook_add(self.uch, ctypes.byref(h), UC_HOOK_TLB_FILL, callback, user_data,
                                    ctypes.c_uint64(1), ctypes.c_uint64(0))
         if status != UC_ERR_OK:
             raise unicorn.UcError(status)
