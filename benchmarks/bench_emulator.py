@@ -13,7 +13,8 @@ shared machine cannot favour either. Prints, for the same guest loops:
      P pages (no capacity evictions) and 4P pages (L2 evictions); and the floors: the same
      fixed mapping through our own ctypes callback (the least a Python fill hook costs) and
      QEMU's own TLB refill in C (Unicorn with its MMU off: no hook at all);
-  3. the same miss cost in instrumented mode.
+  3. the same miss cost in instrumented mode, and in fast mode with the pure Python paths
+     (Machine(fast=False)) beside the compiled twins (emu/fastpath.py).
 
 Usage: python benchmarks/bench_emulator.py [--iterations K] [--pages P] [--quantum Q] [--repeat N] [--json]
 """
@@ -35,6 +36,7 @@ from unicorn import (UC_ARCH_ARM64, UC_HOOK_INTR, UC_HOOK_TLB_FILL, UC_MODE_ARM,
                      UC_TLB_VIRTUAL, Uc)
 from unicorn import arm64_const as A
 
+from emu import fastpath
 from emu import unicorn_boundary as ucb
 from emu.cpu import StopKind
 from emu.descriptors import AP_RO_ALL
@@ -176,7 +178,9 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     say = (lambda *args: None) if a.json else print
     k, p, q, n = a.iterations, a.pages, a.quantum, a.repeat
-    out: dict = {"iterations": k, "pages": p, "quantum": q, "repeat": n}
+    fast = fastpath.default()           # the model as a run uses it (compiled twins when built)
+    out: dict = {"iterations": k, "pages": p, "quantum": q, "repeat": n, "compiled_fast_paths": fast}
+    say(f"# model: {'compiled fast paths' if fast else 'pure Python'} (emu/fastpath.py)")
 
     loop = LOOP.replace("{k}", str(k))
     insns = 2 + 5 * k + 1
@@ -186,9 +190,9 @@ def main(argv=None) -> int:
     t = interleaved(n, {
         "raw": lambda: raw(loop, None, None),
         "raw_count": lambda: raw(loop, q, None),
-        "fast": lambda: model(loop, 1, q),
+        "fast": lambda: model(loop, 1, q, fast=fast),
         "raw_small": lambda: raw(loop_i, None, None),
-        "instrumented": lambda: model(loop_i, 1, q, instrument=True),
+        "instrumented": lambda: model(loop_i, 1, q, instrument=True, fast=fast),
     })
     best = {name: min(v) for name, v in t.items()}
     mips = lambda count, sec: count / sec / 1e6
@@ -219,27 +223,32 @@ def main(argv=None) -> int:
         for name, make in (("qemu_c", lambda s, pages: raw(s, q, None)),
                            ("ctypes_hook", lambda s, pages: raw(s, q, "ctypes")),
                            ("bare_hook", lambda s, pages: raw(s, q, "binding")),
-                           ("model", lambda s, pages: model(s, pages, q)),
-                           ("instrumented", lambda s, pages: model(s, pages, q, instrument=True))):
+                           ("model", lambda s, pages: model(s, pages, q, fast=fast)),
+                           ("model_python", lambda s, pages: model(s, pages, q, fast=False)),
+                           ("instrumented", lambda s, pages: model(s, pages, q, instrument=True, fast=fast))):
             subjects[name] = (lambda mk, s: lambda: mk(s, npages))(make, src_n)
             subjects[name + "_small"] = (lambda mk, s: lambda: mk(s, small))(make, src_s)
         t = interleaved(n, subjects)
         # per round: the marginal cost of each subject, and its ratio to the baseline of the
         # same round (timed next to it); figures are medians over the rounds
         rounds = {name: [(a - b) / (npages - small) * 1e6 for a, b in zip(t[name], t[name + "_small"])]
-                  for name in ("qemu_c", "ctypes_hook", "bare_hook", "model", "instrumented")}
+                  for name in ("qemu_c", "ctypes_hook", "bare_hook", "model", "model_python", "instrumented")}
         per = {name: statistics.median(v) for name, v in rounds.items()}
         ratio = lambda a, b: statistics.median(x / y for x, y in zip(rounds[a], rounds[b]))
         bare = per["bare_hook"]
         r = {**per, "model_ratio": ratio("model", "bare_hook"), "instrumented_ratio": ratio("instrumented", "bare_hook"),
              "ctypes_hook_ratio": ratio("ctypes_hook", "bare_hook"),
-             "model_ratio_to_ctypes_hook": ratio("model", "ctypes_hook")}
+             "model_ratio_to_ctypes_hook": ratio("model", "ctypes_hook"),
+             "model_python_ratio": ratio("model_python", "bare_hook"),
+             "compiled_speedup": ratio("model_python", "model")}
         out["miss_us"][str(npages)] = r
         say(f"{npages:6d} pages: QEMU's C refill {per['qemu_c']:5.2f} us   ctypes hook {per['ctypes_hook']:5.2f} us   "
               f"bare fill hook {bare:5.2f} us/miss")
         say(f"{'':13} model {per['model']:5.2f} us/miss (ratio {r['model_ratio']:.2f}; "
               f"{r['model_ratio_to_ctypes_hook']:.2f} x the ctypes hook)   "
               f"instrumented {per['instrumented']:5.2f} us/miss (ratio {r['instrumented_ratio']:.2f})")
+        say(f"{'':13} the same model in pure Python {per['model_python']:5.2f} us/miss (ratio "
+              f"{r['model_python_ratio']:.2f}): the compiled paths are {r['compiled_speedup']:.2f}x faster")
     if a.json:
         print(json.dumps(out, indent=2, sort_keys=True))
     return 0

@@ -35,6 +35,15 @@ def default() -> bool:
     return built() and os.environ.get(PURE_ENV, "") in ("", "0")
 
 
+def describe() -> str:
+    """One line for `armmu list`: which paths a run uses, and why."""
+    if not built():
+        return "pure Python: the compiled fast paths are not built (reinstall with a C compiler: make setup)"
+    if not default():
+        return f"pure Python: {PURE_ENV}=1"
+    return f"compiled fast paths (emu/_fast_translate.c, emu/_fast_tlbi.c); {PURE_ENV}=1 selects the Python"
+
+
 def resolve(fast: bool | None) -> bool:
     """A Machine's `fast` argument: None for the default; True refuses to run without them."""
     if fast is None:

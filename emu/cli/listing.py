@@ -1,5 +1,7 @@
-"""`armmu list`: core presets, workloads, exit strategies, guest programs."""
+"""`armmu list`: core presets, workloads, exit strategies, guest programs, and which model paths run."""
 from __future__ import annotations
+
+from .. import fastpath
 
 
 def cmd_list(args) -> int:
@@ -27,6 +29,8 @@ def cmd_list(args) -> int:
         knobs = " ".join(f"{p.name}={p.default}" for p in info(name).params.values())
         if knobs:
             print(f"  {'':<14} knobs: {knobs}")
+    print("model:")
+    print(f"  {fastpath.describe()}")
     return 0
 
 

@@ -219,7 +219,7 @@ def result(cfg, seed, m, k, reason: str, seconds: float) -> dict:
         "exit_events": events_section(window),
         "violations": violations,
         "stats": collect_stats(m),
-        "host": {"seconds": round(seconds, 3), "guest_instructions": k.insns},
+        "host": {"seconds": round(seconds, 3), "guest_instructions": k.insns, "fast_paths": m.fast},
         "outcome": {"completed": not reason, "reason": reason, "context_switches": k.switches,
                     "kernel_steps": k.steps},
         "processes": [{"pid": pr.ps_pid, "status": pr.ps_xexit, "signal": pr.ps_xsig,

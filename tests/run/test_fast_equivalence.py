@@ -34,7 +34,7 @@ CONFIGS = [
 
 def _comparable(r: dict) -> dict:
     r = dict(r)
-    r["host"] = {k: v for k, v in r["host"].items() if k != "seconds"}
+    r["host"] = {k: v for k, v in r["host"].items() if k not in ("seconds", "fast_paths")}
     return r
 
 
@@ -82,8 +82,10 @@ def test_same_trace_compiled_or_python(monkeypatch):
 def test_runs_use_the_compiled_paths_by_default(monkeypatch):
     monkeypatch.delenv(fastpath.PURE_ENV, raising=False)
     from emu.run import execute
-    _, m, _ = execute({"workload": "touch", "pages": 4, "cpus": 1}, 0)
-    assert m.fast and type(m.cpus[0]._translate) is fastpath.Translator
+    r, m, _ = execute({"workload": "touch", "pages": 4, "cpus": 1}, 0)
+    assert m.fast and type(m.cpus[0]._translate) is fastpath.Translator and r["host"]["fast_paths"] is True
+    assert m.invalidate_va is fastpath.invalidate_va
     monkeypatch.setenv(fastpath.PURE_ENV, "1")
-    _, m, _ = execute({"workload": "touch", "pages": 4, "cpus": 1}, 0)
-    assert not m.fast and type(m.cpus[0]._translate) is not fastpath.Translator
+    r, m, _ = execute({"workload": "touch", "pages": 4, "cpus": 1}, 0)
+    assert not m.fast and type(m.cpus[0]._translate) is not fastpath.Translator and r["host"]["fast_paths"] is False
+    assert m.invalidate_va is not fastpath.invalidate_va
