@@ -4,6 +4,8 @@ Prints, on a 4-CPU Cortex-A72 machine (goals from the issue):
   1. one TLBI VAE1IS + DSB ISH issued by cpu0 and reaching 4 CPUs, in host µs, with the
      TLBs nearly empty and with every structure full (goal <= 10 µs, flat in occupancy:
      the full/low ratio stays near 1); for a VA the TLBs hold and for one they do not;
+     with the compiled by-VA invalidation (emu/_fast_tlbi.c, the default when built) and
+     with the pure Python one (Machine(fast=False)), timed in the same loop;
   2. one TLBI ASIDE1IS + DSB ISH on 4 CPUs with full TLBs (goal <= 100 µs): the ASID holding
      a few entries per CPU among other ASIDs' entries, and the ASID holding everything (the
      removal itself is then O(entries removed));
@@ -29,6 +31,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
+from emu import fastpath
 from emu.machine import Machine
 from emu.pagetables import UserTables
 from emu.sysregs import SysReg, make_ttbr
@@ -41,10 +44,11 @@ ASID, OTHER = 5, 9
 TEARDOWN_PAGES = 262_144          # 1 GiB of 4 KB pages
 
 
-def machine(fill_pages: int, code_pages: int, asid_of=lambda i: OTHER):
+def machine(fill_pages: int, code_pages: int, asid_of=lambda i: OTHER, fast: bool | None = None):
     """4 CPUs over one address space; each CPU looks up `fill_pages` data pages and
-    `code_pages` code pages (with ASID asid_of(i) for page i), filling L1, L2 and walk cache."""
-    m = Machine(ncpus=4, mem_size=96 << 20, core="cortex-a72")
+    `code_pages` code pages (with ASID asid_of(i) for page i), filling L1, L2 and walk cache.
+    `fast`: Machine's (None: the compiled paths if built)."""
+    m = Machine(ncpus=4, mem_size=96 << 20, core="cortex-a72", fast=fast)
     t = UserTables(m.mem, m.frames, "bench")
     k = UserTables(m.mem, m.frames, "kernel")
     pages = max(fill_pages, 1) + 8
@@ -93,10 +97,14 @@ def timed(fn) -> float:
 
 def bench_vae1is(iterations: int) -> dict:
     """Low vs full occupancy, interleaved; the TLBI names a VA held by every CPU (refilled
-    untimed before each iteration) or one no CPU holds."""
-    low = machine(1, 0, asid_of=lambda i: ASID)
-    full = machine(1400, 60, asid_of=lambda i: ASID if i == 0 else OTHER)
-    res = {"low_held": [], "full_held": [], "low_absent": [], "full_absent": []}
+    untimed before each iteration) or one no CPU holds. Each configuration twice when the
+    compiled paths are built: compiled ("fast") and pure Python ("python"), in the same loop."""
+    modes = ("fast", "python") if fastpath.built() else ("python",)
+    machines = {(mode, name): machine(*shape, fast=mode == "fast")
+                for mode in modes
+                for name, shape in (("low", (1, 0, lambda i: ASID)),
+                                    ("full", (1400, 60, lambda i: ASID if i == 0 else OTHER)))}
+    res = {key: {"held": [], "absent": []} for key in machines}
     held = tlbi_operand(va=DATA, asid=ASID)
     absent = tlbi_operand(va=DATA + 0x7F000000, asid=ASID)
 
@@ -107,16 +115,24 @@ def bench_vae1is(iterations: int) -> dict:
     gc.disable()
     try:
         for _ in range(iterations):
-            for name, m in (("low", low), ("full", full)):
+            for key, m in machines.items():
                 refill(m, [0], asid_of=lambda i: ASID)
-                res[f"{name}_held"].append(one(m, held))
-                res[f"{name}_absent"].append(one(m, absent))
+                res[key]["held"].append(one(m, held))
+                res[key]["absent"].append(one(m, absent))
     finally:
         gc.enable()
-    assert all(c.tlb.probe(DATA, ASID) is None for c in full.cpus)
-    out = {k: statistics.median(v) for k, v in res.items()}
-    out["occupancy_full"] = occupancy(full)
-    out["occupancy_low"] = occupancy(low)
+    for m in machines.values():
+        assert all(c.tlb.probe(DATA, ASID) is None for c in m.cpus)
+    out = {mode: {f"{name}_{va}": statistics.median(res[(mode, name)][va])
+                  for name in ("low", "full") for va in ("held", "absent")} for mode in modes}
+    for fig in out.values():
+        fig["full_over_low_held"] = fig["full_held"] / fig["low_held"]
+        fig["full_over_low_absent"] = fig["full_absent"] / fig["low_absent"]
+    if "fast" in out:
+        out["python_over_fast"] = {k: out["python"][k] / out["fast"][k]
+                                   for k in ("low_held", "full_held", "low_absent", "full_absent")}
+    out["occupancy_full"] = occupancy(machines[(modes[0], "full")])
+    out["occupancy_low"] = occupancy(machines[(modes[0], "low")])
     return out
 
 
@@ -195,11 +211,10 @@ def main(argv=None) -> int:
     v = bench_vae1is(a.iterations)
     s = bench_aside1is(a.iterations)
     b = bench_batch(a.pages)
+    main_mode = "fast" if "fast" in v else "python"
     out = {
-        "vae1is_dsb_ish_us": {"low_held": v["low_held"], "full_held": v["full_held"],
-                               "low_absent": v["low_absent"], "full_absent": v["full_absent"],
-                               "full_over_low_held": v["full_held"] / v["low_held"],
-                               "full_over_low_absent": v["full_absent"] / v["low_absent"], "goal": 10.0},
+        "vae1is_dsb_ish_us": dict(v[main_mode], goal=10.0, paths=main_mode,
+                                  python=v["python"], python_over_fast=v.get("python_over_fast")),
         "aside1is_dsb_ish_us": {"empty": s["empty"], "full_few_of_asid": s["few"], "full_all_of_asid": s["all"],
                                  "goal": 100.0},
         "batch": b,
@@ -210,10 +225,20 @@ def main(argv=None) -> int:
         return 0
     print(f"4 CPUs, Cortex-A72; full TLBs per CPU: {v['occupancy_full']}")
     print("1. TLBI VAE1IS + DSB ISH from cpu0 (host µs, median; goal <= 10, flat in occupancy)")
-    print(f"   VA held by all CPUs:  low occupancy {v['low_held']:6.2f}  full {v['full_held']:6.2f}  "
-          f"full/low {v['full_held'] / v['low_held']:.2f}")
-    print(f"   VA held by none:      low occupancy {v['low_absent']:6.2f}  full {v['full_absent']:6.2f}  "
-          f"full/low {v['full_absent'] / v['low_absent']:.2f}")
+    if "fast" not in v:
+        print("   (the compiled paths are not built: pure Python only)")
+    for mode, label in (("fast", "compiled"), ("python", "pure Python")):
+        if mode not in v:
+            continue
+        f = v[mode]
+        print(f"   {label + ':':13s} VA held by all CPUs: low occupancy {f['low_held']:6.2f}  full {f['full_held']:6.2f}  "
+              f"full/low {f['full_over_low_held']:.2f}")
+        print(f"   {'':13s} VA held by none:     low occupancy {f['low_absent']:6.2f}  full {f['full_absent']:6.2f}  "
+              f"full/low {f['full_over_low_absent']:.2f}")
+    if "fast" in v:
+        r = v["python_over_fast"]
+        print(f"   pure Python / compiled: held {r['low_held']:.2f} (low) {r['full_held']:.2f} (full), "
+              f"absent {r['low_absent']:.2f} (low) {r['full_absent']:.2f} (full)")
     print("2. TLBI ASIDE1IS + DSB ISH (host µs, median; goal <= 100 with full TLBs)")
     print(f"   empty TLBs {s['empty']:7.1f}   full, 16 entries of the ASID per CPU {s['few']:7.1f}   "
           f"full, every entry of the ASID (O(entries removed)) {s['all']:7.1f}")

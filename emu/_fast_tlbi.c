@@ -16,6 +16,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>          /* PyMember_GetOne, PyMember_SetOne */
 #include <stdint.h>
 
 /* shared with tlb.py, set by configure() */
@@ -23,6 +24,7 @@ static PyObject *only_4k;          /* tlb._ONLY_4K: SetAssocTLB.shifts when only
 static PyObject *global_tag;       /* tlb.GLOBAL_TAG */
 static PyObject *scope_va;         /* Scope.VA */
 static PyObject *python_fn;        /* tlb.invalidate_va, for operands handled only there */
+static PyObject *levels_present;   /* tlb._LEVELS_PRESENT (from python_fn's module), or NULL */
 static unsigned tag_bits;
 static uint64_t global_tag_v;
 
@@ -30,8 +32,8 @@ static uint64_t global_tag_v;
 static PyObject *s_leaf_tlbs, *s_walk_cache, *s_stats, *s_flush_ops, *s_flushed_entries,
     *s_shifts, *s_sets, *s_set_mask, *s_by_tag, *s_shift_count, *s_update_shifts, *s_refs,
     *s_on_remove, *s_invalidate_va, *s_levels, *s_by_asid, *s_level_count, *s_update_levels,
-    *s_scope, *s_last_level;
-static PyObject *empty_tuple;
+    *s_scope, *s_last_level, *s_levels_present;
+static PyObject *empty_tuple, *zero;
 
 /* Instance attributes of TLBHierarchy, SetAssocTLB and WalkCache are read from the
  * instance's __dict__ directly (one dict lookup instead of the generic attribute protocol),
@@ -71,33 +73,75 @@ type_plain(PyTypeObject *type)
     return ok;
 }
 
-/* obj.name for an instance attribute (see above); a new reference */
+/* obj.__dict__ (a new reference) when obj's attributes can be read from it (see above);
+ * NULL with no error set when getattr must be used, NULL with an error on error */
 static PyObject *
-iattr(PyObject *obj, PyObject *name)
+inst_dict(PyObject *obj)
 {
     int plain = type_plain(Py_TYPE(obj));
-    if (plain < 0)
+    if (plain <= 0)
         return NULL;
-    if (plain) {
-        PyObject *dict = PyObject_GenericGetDict(obj, NULL);
-        if (dict == NULL)
-            PyErr_Clear();                 /* no __dict__: getattr says what there is */
-        else {
-            PyObject *v = PyDict_GetItemWithError(dict, name);
-            Py_XINCREF(v);
-            Py_DECREF(dict);
-            if (v != NULL || PyErr_Occurred())
-                return v;
-        }
+    PyObject *dict = PyObject_GenericGetDict(obj, NULL);
+    if (dict == NULL || !PyDict_CheckExact(dict)) {
+        Py_XDECREF(dict);
+        PyErr_Clear();                      /* no usable __dict__: getattr says what there is */
+        return NULL;
     }
-    return PyObject_GetAttr(obj, name);
+    return dict;
+}
+
+/* obj.name, from obj's __dict__ `dict` if given (inst_dict); a new reference */
+static PyObject *
+get(PyObject *obj, PyObject *dict, PyObject *name)
+{
+    if (dict != NULL) {
+        PyObject *v = PyDict_GetItemWithError(dict, name);
+        if (v != NULL) {
+            Py_INCREF(v);
+            return v;
+        }
+        if (PyErr_Occurred())
+            return NULL;
+    }
+    return PyObject_GetAttr(obj, name);     /* a class attribute, or the AttributeError */
+}
+
+/* The counters (TLBStats fields, Translation.refs) are slots: they are read and written
+ * through their member descriptor (PyMember_GetOne / PyMember_SetOne), found once per class,
+ * which is what getattr and setattr do for a slot, without the attribute protocol around. */
+#define MEMBERS 8
+static struct { PyTypeObject *type; PyObject *name; PyObject *descr; } members[MEMBERS];
+
+/* the slot `name` of `type`, NULL (no error set) if it is not a plain member slot */
+static PyMemberDef *
+member_of(PyTypeObject *type, PyObject *name)
+{
+    int i;
+    for (i = 0; i < MEMBERS && members[i].type != NULL; i++)
+        if (members[i].type == type && members[i].name == name)
+            return members[i].descr == NULL ? NULL : ((PyMemberDescrObject *)members[i].descr)->d_member;
+    PyObject *d = PyObject_GetAttr((PyObject *)type, name);
+    if (d == NULL)
+        PyErr_Clear();                      /* getattr on the instance will say why */
+    else if (!Py_IS_TYPE(d, &PyMemberDescr_Type) || (((PyMemberDescrObject *)d)->d_member->flags & READONLY))
+        Py_CLEAR(d);
+    if (i == MEMBERS) {
+        Py_XDECREF(d);                      /* no room to remember it: the attribute protocol */
+        return NULL;
+    }
+    Py_INCREF(type);
+    members[i].type = type;
+    members[i].name = name;                 /* interned, immortal for this module's life */
+    members[i].descr = d;
+    return d == NULL ? NULL : ((PyMemberDescrObject *)d)->d_member;
 }
 
 /* obj.name += delta (a Python int attribute); *out (if given) the new value */
 static int
 attr_add_out(PyObject *obj, PyObject *name, long long delta, long long *out)
 {
-    PyObject *v = PyObject_GetAttr(obj, name);
+    PyMemberDef *m = member_of(Py_TYPE(obj), name);
+    PyObject *v = m != NULL ? PyMember_GetOne((const char *)obj, m) : PyObject_GetAttr(obj, name);
     if (v == NULL)
         return -1;
     PyObject *r = NULL;
@@ -121,7 +165,7 @@ attr_add_out(PyObject *obj, PyObject *name, long long delta, long long *out)
         Py_DECREF(r);
         return -1;
     }
-    int rc = PyObject_SetAttr(obj, name, r);
+    int rc = m != NULL ? PyMember_SetOne((char *)obj, m, r) : PyObject_SetAttr(obj, name, r);
     Py_DECREF(r);
     return rc;
 }
@@ -132,11 +176,11 @@ attr_add(PyObject *obj, PyObject *name, long long delta)
     return attr_add_out(obj, name, delta, NULL);
 }
 
-/* obj.stats.name += delta */
+/* obj.stats.name += delta (dict: obj's __dict__ or NULL) */
 static int
-stat_add(PyObject *obj, PyObject *name, long long delta)
+stat_add(PyObject *obj, PyObject *dict, PyObject *name, long long delta)
 {
-    PyObject *stats = iattr(obj, s_stats);
+    PyObject *stats = get(obj, dict, s_stats);
     if (stats == NULL)
         return -1;
     int rc = attr_add(stats, name, delta);
@@ -146,9 +190,9 @@ stat_add(PyObject *obj, PyObject *name, long long delta)
 
 /* obj.stats.flushed_entries += m, m the int a Python method returned */
 static int
-stat_add_obj(PyObject *obj, PyObject *m)
+stat_add_obj(PyObject *obj, PyObject *dict, PyObject *m)
 {
-    PyObject *stats = iattr(obj, s_stats);
+    PyObject *stats = get(obj, dict, s_stats);
     if (stats == NULL)
         return -1;
     PyObject *v = PyObject_GetAttr(stats, s_flushed_entries);
@@ -192,16 +236,16 @@ make_key(uint64_t vpn, unsigned shift, uint64_t tag)
 
 /* obj.sets (a new reference to a list) and obj.set_mask, read once as the Python does */
 static int
-sets_of(PyObject *obj, PyObject **sets, uint64_t *mask)
+sets_of(PyObject *obj, PyObject *dict, PyObject **sets, uint64_t *mask)
 {
-    PyObject *maskobj = iattr(obj, s_set_mask);
+    PyObject *maskobj = get(obj, dict, s_set_mask);
     if (maskobj == NULL)
         return -1;
     *mask = PyLong_AsUnsignedLongLong(maskobj);
     Py_DECREF(maskobj);
     if (*mask == (uint64_t)-1 && PyErr_Occurred())
         return -1;
-    *sets = iattr(obj, s_sets);
+    *sets = get(obj, dict, s_sets);
     if (*sets == NULL)
         return -1;
     if (!PyList_CheckExact(*sets)) {
@@ -244,14 +288,33 @@ dict_pop(PyObject *s, PyObject *k)
     return e;
 }
 
-/* mirrors `d = index[tag]; del d[k]; if not d: del index[tag]` (by_tag, by_asid) */
+/* mirrors `d = index[tag]; del d[k]; if not d: del index[tag]` (by_tag, by_asid), with
+ * owner.<index_name> read from dict (owner's __dict__ or NULL) */
 static int
-unindex(PyObject *owner, PyObject *index_name, PyObject *tag, PyObject *k)
+unindex(PyObject *owner, PyObject *dict, PyObject *index_name, PyObject *tag, PyObject *k)
 {
-    PyObject *index = iattr(owner, index_name);
+    PyObject *index = get(owner, dict, index_name);
     if (index == NULL)
         return -1;
     int rc = -1;
+    if (PyDict_CheckExact(index)) {
+        /* dicts of dicts, as tlb.py builds them: the same operations without the dispatch */
+        PyObject *d = PyDict_GetItemWithError(index, tag);
+        if (d == NULL) {
+            if (!PyErr_Occurred())
+                PyErr_SetObject(PyExc_KeyError, tag);
+            Py_DECREF(index);
+            return -1;
+        }
+        if (PyDict_CheckExact(d)) {
+            Py_INCREF(d);
+            if (PyDict_DelItem(d, k) == 0)
+                rc = PyDict_GET_SIZE(d) ? 0 : PyDict_DelItem(index, tag);
+            Py_DECREF(d);
+            Py_DECREF(index);
+            return rc;
+        }
+    }
     PyObject *d = PyObject_GetItem(index, tag);
     if (d != NULL) {
         if (PyObject_DelItem(d, k) == 0) {
@@ -267,14 +330,28 @@ unindex(PyObject *owner, PyObject *index_name, PyObject *tag, PyObject *k)
     return rc;
 }
 
-/* obj.<list>[i] -= 1; returns the new count, -1 on error */
+/* mirrors `lst = obj.<name>; c = lst[i] - 1; lst[i] = c` (shift_count, level_count);
+ * returns c, -1 on error */
 static long long
-count_down(PyObject *obj, PyObject *name, Py_ssize_t i)
+count_down(PyObject *obj, PyObject *dict, PyObject *name, Py_ssize_t i)
 {
-    PyObject *lst = iattr(obj, name);
+    PyObject *lst = get(obj, dict, name);
     if (lst == NULL)
         return -1;
     long long c = -1;
+    if (PyList_CheckExact(lst) && i < PyList_GET_SIZE(lst) && PyLong_CheckExact(PyList_GET_ITEM(lst, i))) {
+        /* a list of ints, as tlb.py builds them */
+        c = PyLong_AsLongLong(PyList_GET_ITEM(lst, i)) - 1;
+        PyObject *nv = c < 0 ? NULL : PyLong_FromLongLong(c);
+        if (nv == NULL)
+            c = -1;
+        else
+            PyList_SetItem(lst, i, nv);         /* steals nv; drops the old count */
+        Py_DECREF(lst);
+        if (c < 0 && !PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "_fast_tlbi: an entry count went negative");
+        return c;
+    }
     PyObject *v = PySequence_GetItem(lst, i);
     if (v != NULL) {
         c = PyLong_AsLongLong(v) - 1;
@@ -307,18 +384,18 @@ call_method0(PyObject *obj, PyObject *name)
 /* mirrors tlb.py:invalidate_va, the 4 KB unrolled loop body (SetAssocTLB._dropped_4k
  * inlined) for one key k of tag `tag` popped from set s: 1 if removed, 0 if absent, -1 */
 static int
-drop_4k(PyObject *t, PyObject *s, PyObject *k, PyObject *tag)
+drop_4k(PyObject *t, PyObject *td, PyObject *s, PyObject *k, PyObject *tag)
 {
     PyObject *e = dict_pop(s, k);
     if (e == NULL)
         return PyErr_Occurred() ? -1 : 0;
-    if (unindex(t, s_by_tag, tag, k) < 0 || stat_add(t, s_flushed_entries, 1) < 0)
+    if (unindex(t, td, s_by_tag, tag, k) < 0 || stat_add(t, td, s_flushed_entries, 1) < 0)
         goto fail;
-    long long c = count_down(t, s_shift_count, 12);
+    long long c = count_down(t, td, s_shift_count, 12);
     if (c < 0)
         goto fail;
     if (c == 0) {
-        PyObject *shifts = iattr(t, s_shifts);
+        PyObject *shifts = get(t, td, s_shifts);
         if (shifts == NULL)
             goto fail;
         int only = shifts == only_4k;
@@ -330,7 +407,7 @@ drop_4k(PyObject *t, PyObject *s, PyObject *k, PyObject *tag)
     if (attr_add_out(e, s_refs, -1, &r) < 0)
         goto fail;
     if (r == 0) {
-        PyObject *on_remove = iattr(t, s_on_remove);
+        PyObject *on_remove = get(t, td, s_on_remove);
         if (on_remove == NULL)
             goto fail;
         if (on_remove != Py_None) {
@@ -349,15 +426,42 @@ fail:
     return -1;
 }
 
+/* mirrors WalkCache._update_levels: levels = _LEVELS_PRESENT[(lc[3] > 0) << 2 | (lc[2] > 0) << 1
+ * | (lc[1] > 0)] (the method itself if tlb.py's table or the counts are not as expected) */
+static int
+update_levels(PyObject *w, PyObject *wd)
+{
+    PyObject *lc = get(w, wd, s_level_count);
+    if (lc == NULL)
+        return -1;
+    int idx = -1;
+    if (levels_present != NULL && PyList_CheckExact(lc) && PyList_GET_SIZE(lc) >= 4) {
+        idx = 0;
+        for (int lv = 1; lv <= 3 && idx >= 0; lv++) {
+            PyObject *v = PyList_GET_ITEM(lc, lv);
+            int pos = PyLong_CheckExact(v) ? PyObject_RichCompareBool(v, zero, Py_GT) : -1;
+            if (pos < 0) {
+                PyErr_Clear();                  /* not a plain count: the method decides */
+                idx = -1;
+            } else
+                idx |= pos << (lv - 1);
+        }
+    }
+    Py_DECREF(lc);
+    if (idx < 0)
+        return call_method0(w, s_update_levels);
+    return PyObject_SetAttr(w, s_levels, PyList_GET_ITEM(levels_present, idx));
+}
+
 /* n += m where m is what a Python _invalidate_va returned; mirrors
  * `if m: x.stats.flushed_entries += m; n += m` */
 static int
-add_returned(PyObject *x, PyObject *m, long long *n)
+add_returned(PyObject *x, PyObject *xd, PyObject *m, long long *n)
 {
     int truth = PyObject_IsTrue(m);
     if (truth <= 0)
         return truth;
-    if (stat_add_obj(x, m) < 0)
+    if (stat_add_obj(x, xd, m) < 0)
         return -1;
     long long v = PyLong_AsLongLong(m);
     if (v == -1 && PyErr_Occurred())
@@ -376,13 +480,13 @@ struct op_keys {
     PyObject *leaf_tags, *wc_tags;   /* the tags argument of _invalidate_va, built when first needed */
 };
 
-/* mirrors tlb.py:invalidate_va, the loop body for one leaf TLB t */
+/* mirrors tlb.py:invalidate_va, the loop body for one leaf TLB t (td: its __dict__ or NULL) */
 static int
-leaf_tlb(PyObject *t, struct op_keys *o, long long *n)
+leaf_tlb(PyObject *t, PyObject *td, struct op_keys *o, long long *n)
 {
-    if (stat_add(t, s_flush_ops, 1) < 0)
+    if (stat_add(t, td, s_flush_ops, 1) < 0)
         return -1;
-    PyObject *shifts = iattr(t, s_shifts);
+    PyObject *shifts = get(t, td, s_shifts);
     if (shifts == NULL)
         return -1;
     int any = PyObject_IsTrue(shifts);
@@ -401,22 +505,22 @@ leaf_tlb(PyObject *t, struct op_keys *o, long long *n)
         PyObject *m = PyObject_CallMethodObjArgs(t, s_invalidate_va, o->va, tags, NULL);
         if (m == NULL)
             return -1;
-        int rc = add_returned(t, m, n);
+        int rc = add_returned(t, td, m, n);
         Py_DECREF(m);
         return rc;
     }
     /* the 4 KB unrolled case */
     PyObject *sets;
     uint64_t mask;
-    if (sets_of(t, &sets, &mask) < 0)
+    if (sets_of(t, td, &sets, &mask) < 0)
         return -1;
     PyObject *s = pick_set(sets, mask, o->vpn12);
     Py_XINCREF(s);                      /* held: on_remove could change the list */
     Py_DECREF(sets);
     if (s == NULL)
         return -1;
-    int r1 = drop_4k(t, s, o->ka, o->asid);
-    int r2 = r1 < 0 ? -1 : drop_4k(t, s, o->kg, global_tag);
+    int r1 = drop_4k(t, td, s, o->ka, o->asid);
+    int r2 = r1 < 0 ? -1 : drop_4k(t, td, s, o->kg, global_tag);
     Py_DECREF(s);
     if (r2 < 0)
         return -1;
@@ -424,20 +528,23 @@ leaf_tlb(PyObject *t, struct op_keys *o, long long *n)
     return 0;
 }
 
-/* mirrors tlb.py:invalidate_va, the walk-cache part (WalkCache._dropped and _uncounted
- * inlined for the by-ASID case) */
+/* mirrors tlb.py:invalidate_va, the walk-cache part for hierarchy h (hd: its __dict__ or
+ * NULL), with WalkCache._dropped and _uncounted inlined for the by-ASID case */
 static int
-walk_cache(PyObject *h, struct op_keys *o, long long *n)
+walk_cache(PyObject *h, PyObject *hd, struct op_keys *o, long long *n)
 {
-    PyObject *w = iattr(h, s_walk_cache);
+    PyObject *w = get(h, hd, s_walk_cache);
     if (w == NULL)
         return -1;
     int rc = -1;
     PyObject *levels = NULL, *sets = NULL;
     uint64_t mask;
-    if (stat_add(w, s_flush_ops, 1) < 0)
+    PyObject *wd = inst_dict(w);
+    if (wd == NULL && PyErr_Occurred())
         goto done;
-    levels = iattr(w, s_levels);
+    if (stat_add(w, wd, s_flush_ops, 1) < 0)
+        goto done;
+    levels = get(w, wd, s_levels);
     if (levels == NULL)
         goto done;
     int any = PyObject_IsTrue(levels);
@@ -464,11 +571,11 @@ walk_cache(PyObject *h, struct op_keys *o, long long *n)
         PyObject *m = PyObject_CallMethodObjArgs(w, s_invalidate_va, o->va, tags, NULL);
         if (m == NULL)
             goto done;
-        rc = add_returned(w, m, n);
+        rc = add_returned(w, wd, m, n);
         Py_DECREF(m);
         goto done;
     }
-    if (sets_of(w, &sets, &mask) < 0)
+    if (sets_of(w, wd, &sets, &mask) < 0)
         goto done;
     for (Py_ssize_t i = 0; i < nl; i++) {
         long level = PyLong_AsLong(PyTuple_GET_ITEM(levels, i));
@@ -489,12 +596,12 @@ walk_cache(PyObject *h, struct op_keys *o, long long *n)
             continue;
         }
         Py_DECREF(e);
-        if (unindex(w, s_by_asid, o->asid, k) < 0)
+        if (unindex(w, wd, s_by_asid, o->asid, k) < 0)
             goto done;
-        long long c = count_down(w, s_level_count, level);
-        if (c < 0 || (c == 0 && call_method0(w, s_update_levels) < 0))
+        long long c = count_down(w, wd, s_level_count, level);
+        if (c < 0 || (c == 0 && update_levels(w, wd) < 0))
             goto done;
-        if (stat_add(w, s_flushed_entries, 1) < 0)
+        if (stat_add(w, wd, s_flushed_entries, 1) < 0)
             goto done;
         *n += 1;
     }
@@ -502,7 +609,34 @@ walk_cache(PyObject *h, struct op_keys *o, long long *n)
 done:
     Py_XDECREF(sets);
     Py_XDECREF(levels);
+    Py_XDECREF(wd);
     Py_DECREF(w);
+    return rc;
+}
+
+/* one CPU's TLBs: mirrors the body of `for h in hierarchies` in tlb.py:invalidate_va */
+static int
+hierarchy(PyObject *h, struct op_keys *o, long long *n)
+{
+    PyObject *hd = inst_dict(h);
+    if (hd == NULL && PyErr_Occurred())
+        return -1;
+    PyObject *leaf = get(h, hd, s_leaf_tlbs);
+    PyObject *leaf_seq = leaf == NULL ? NULL : PySequence_Fast(leaf, "_fast_tlbi: _leaf_tlbs must be a sequence");
+    Py_XDECREF(leaf);
+    int rc = leaf_seq == NULL ? -1 : 0;
+    for (Py_ssize_t j = 0; rc == 0 && j < PySequence_Fast_GET_SIZE(leaf_seq); j++) {
+        PyObject *t = PySequence_Fast_GET_ITEM(leaf_seq, j);
+        Py_INCREF(t);                   /* held while used: a callback could change a list */
+        PyObject *td = inst_dict(t);
+        rc = td == NULL && PyErr_Occurred() ? -1 : leaf_tlb(t, td, o, n);
+        Py_XDECREF(td);
+        Py_DECREF(t);
+    }
+    Py_XDECREF(leaf_seq);
+    if (rc == 0 && o->tables)
+        rc = walk_cache(h, hd, o, n);
+    Py_XDECREF(hd);
     return rc;
 }
 
@@ -539,12 +673,18 @@ invalidate_va(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (python)
         return PyObject_Vectorcall(python_fn, args, 4, NULL);
 
-    PyObject *scope = iattr(op, s_scope);
-    if (scope == NULL)
+    PyObject *od = inst_dict(op);
+    if (od == NULL && PyErr_Occurred())
         return NULL;
+    PyObject *scope = get(op, od, s_scope);
+    if (scope == NULL) {
+        Py_XDECREF(od);
+        return NULL;
+    }
     o.by_asid = scope == scope_va;
     Py_DECREF(scope);
-    PyObject *last = iattr(op, s_last_level);
+    PyObject *last = get(op, od, s_last_level);
+    Py_XDECREF(od);
     if (last == NULL)
         return NULL;
     int last_level = PyObject_IsTrue(last);
@@ -565,22 +705,9 @@ invalidate_va(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         goto done;
     /* a list or tuple: its items are read as Python's `for h in hierarchies` would */
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(hierarchies); i++) {
-        /* held while used: an on_remove callback could change a list under us */
         PyObject *h = PySequence_Fast_GET_ITEM(hierarchies, i);
-        Py_INCREF(h);
-        PyObject *leaf = iattr(h, s_leaf_tlbs);
-        PyObject *leaf_seq = leaf == NULL ? NULL : PySequence_Fast(leaf, "_fast_tlbi: _leaf_tlbs must be a sequence");
-        Py_XDECREF(leaf);
-        int rc = leaf_seq == NULL ? -1 : 0;
-        for (Py_ssize_t j = 0; rc == 0 && j < PySequence_Fast_GET_SIZE(leaf_seq); j++) {
-            PyObject *t = PySequence_Fast_GET_ITEM(leaf_seq, j);
-            Py_INCREF(t);
-            rc = leaf_tlb(t, &o, &n);
-            Py_DECREF(t);
-        }
-        Py_XDECREF(leaf_seq);
-        if (rc == 0 && o.tables)
-            rc = walk_cache(h, &o, &n);
+        Py_INCREF(h);                   /* held while used: a callback could change the list */
+        int rc = hierarchy(h, &o, &n);
         Py_DECREF(h);
         if (rc < 0)
             goto done;
@@ -628,6 +755,17 @@ configure(PyObject *self, PyObject *args, PyObject *kwargs)
     Py_XSETREF(global_tag, gt);
     Py_XSETREF(scope_va, sva);
     Py_XSETREF(python_fn, py);
+    /* WalkCache._update_levels's table, where tlb.py's invalidate_va finds it */
+    PyObject *lp = NULL;
+    if (PyFunction_Check(py)) {
+        lp = PyDict_GetItemWithError(PyFunction_GetGlobals(py), s_levels_present);
+        if (lp == NULL && PyErr_Occurred())
+            return NULL;
+        if (lp != NULL && !(PyList_CheckExact(lp) && PyList_GET_SIZE(lp) == 8))
+            lp = NULL;
+    }
+    Py_XINCREF(lp);
+    Py_XSETREF(levels_present, lp);
     tag_bits = tb;
     global_tag_v = g;
     Py_RETURN_NONE;
@@ -658,12 +796,14 @@ PyInit__fast_tlbi(void)
         {&s_shift_count, "shift_count"}, {&s_update_shifts, "_update_shifts"}, {&s_refs, "refs"},
         {&s_on_remove, "on_remove"}, {&s_invalidate_va, "_invalidate_va"}, {&s_levels, "levels"},
         {&s_by_asid, "by_asid"}, {&s_level_count, "level_count"}, {&s_update_levels, "_update_levels"},
-        {&s_scope, "scope"}, {&s_last_level, "last_level"},
+        {&s_scope, "scope"}, {&s_last_level, "last_level"}, {&s_levels_present, "_LEVELS_PRESENT"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (*names[i].slot == NULL && (*names[i].slot = PyUnicode_InternFromString(names[i].name)) == NULL)
             return NULL;
     if (empty_tuple == NULL && (empty_tuple = PyTuple_New(0)) == NULL)
+        return NULL;
+    if (zero == NULL && (zero = PyLong_FromLong(0)) == NULL)
         return NULL;
     return PyModule_Create(&module);
 }
