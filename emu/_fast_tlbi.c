@@ -3,16 +3,22 @@
  *
  * It works on the same Python objects as the Python function (each SetAssocTLB's dict
  * sets, by_tag index, shift_count, stats, entry refs and on_remove; each WalkCache's sets,
- * by_asid index, level_count and stats), with exactly the same effects in the same order,
- * and reads every attribute again where the Python does (a callback may replace them).
- * What the Python's inlined fast path does not handle either (sizes other than 4 KB held,
- * VAA scope, a walk cache holding L1 tables) goes to the same Python methods the Python
- * calls: t._invalidate_va, t._update_shifts, t.on_remove(e), w._invalidate_va,
- * w._update_levels. Operands the keys cannot be computed for in 64-bit arithmetic (a VA
- * outside [0, 2^64), an ASID wider than the tag) go to the Python invalidate_va whole.
+ * by_asid index, level_count, levels and stats), with exactly the same effects in the same
+ * order, and reads each attribute where the Python does (a callback may rebind one). What
+ * the Python's inlined fast path does not handle either (sizes other than 4 KB held, VAA
+ * scope, a walk cache holding L1 tables) goes to the same Python methods the Python calls:
+ * t._invalidate_va, t._update_shifts, t.on_remove(e), w._invalidate_va; WalkCache.
+ * _update_levels (one table lookup) is mirrored here. Operands whose keys cannot be built
+ * from 64-bit arithmetic (a VA outside [0, 2^64), an ASID wider than the tag) go to the
+ * Python invalidate_va whole.
  *
  * Keys, as in tlb.py: ((vpn << 6 | shift) << TAG_BITS) | tag, a Python int that may be wider
  * than 64 bits (a kernel VA's 4 KB vpn has 52 bits).
+ *
+ * Cost: the work is Python object operations (dict lookups and deletions, int counters,
+ * the on_remove calls, freeing the entries), so the C saves the interpreter around them,
+ * not them; instance attributes are read from the instance dict and slot counters through
+ * their member descriptors, the two largest savings over the generic attribute protocol.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -331,43 +337,32 @@ unindex(PyObject *owner, PyObject *dict, PyObject *index_name, PyObject *tag, Py
 }
 
 /* mirrors `lst = obj.<name>; c = lst[i] - 1; lst[i] = c` (shift_count, level_count);
- * returns c, -1 on error */
-static long long
-count_down(PyObject *obj, PyObject *dict, PyObject *name, Py_ssize_t i)
+ * *c the new count; 0, or -1 on error */
+static int
+count_down(PyObject *obj, PyObject *dict, PyObject *name, Py_ssize_t i, long long *c)
 {
     PyObject *lst = get(obj, dict, name);
     if (lst == NULL)
         return -1;
-    long long c = -1;
-    if (PyList_CheckExact(lst) && i < PyList_GET_SIZE(lst) && PyLong_CheckExact(PyList_GET_ITEM(lst, i))) {
-        /* a list of ints, as tlb.py builds them */
-        c = PyLong_AsLongLong(PyList_GET_ITEM(lst, i)) - 1;
-        PyObject *nv = c < 0 ? NULL : PyLong_FromLongLong(c);
-        if (nv == NULL)
-            c = -1;
-        else
-            PyList_SetItem(lst, i, nv);         /* steals nv; drops the old count */
-        Py_DECREF(lst);
-        if (c < 0 && !PyErr_Occurred())
-            PyErr_SetString(PyExc_ValueError, "_fast_tlbi: an entry count went negative");
-        return c;
-    }
-    PyObject *v = PySequence_GetItem(lst, i);
+    int rc = -1;
+    PyObject *v = PyList_CheckExact(lst) ? PyList_GetItem(lst, i) : PySequence_GetItem(lst, i);
     if (v != NULL) {
-        c = PyLong_AsLongLong(v) - 1;
-        Py_DECREF(v);
-        if (!PyErr_Occurred()) {
-            PyObject *nv = PyLong_FromLongLong(c);
-            if (nv == NULL || PySequence_SetItem(lst, i, nv) < 0)
-                c = -1;
-            Py_XDECREF(nv);
-        } else
-            c = -1;
+        *c = PyLong_AsLongLong(v) - 1;
+        int err = *c == -2 && PyErr_Occurred();
+        if (!PyList_CheckExact(lst))
+            Py_DECREF(v);                       /* PySequence_GetItem's new reference */
+        PyObject *nv = err ? NULL : PyLong_FromLongLong(*c);
+        if (nv != NULL) {
+            if (PyList_CheckExact(lst))
+                rc = PyList_SetItem(lst, i, nv);    /* steals nv, drops the old count */
+            else {
+                rc = PySequence_SetItem(lst, i, nv);
+                Py_DECREF(nv);
+            }
+        }
     }
     Py_DECREF(lst);
-    if (c < 0 && !PyErr_Occurred())
-        PyErr_SetString(PyExc_ValueError, "_fast_tlbi: an entry count went negative");
-    return c;
+    return rc;
 }
 
 /* call obj.name() and drop the result */
@@ -391,8 +386,8 @@ drop_4k(PyObject *t, PyObject *td, PyObject *s, PyObject *k, PyObject *tag)
         return PyErr_Occurred() ? -1 : 0;
     if (unindex(t, td, s_by_tag, tag, k) < 0 || stat_add(t, td, s_flushed_entries, 1) < 0)
         goto fail;
-    long long c = count_down(t, td, s_shift_count, 12);
-    if (c < 0)
+    long long c;
+    if (count_down(t, td, s_shift_count, 12, &c) < 0)
         goto fail;
     if (c == 0) {
         PyObject *shifts = get(t, td, s_shifts);
@@ -598,8 +593,8 @@ walk_cache(PyObject *h, PyObject *hd, struct op_keys *o, long long *n)
         Py_DECREF(e);
         if (unindex(w, wd, s_by_asid, o->asid, k) < 0)
             goto done;
-        long long c = count_down(w, wd, s_level_count, level);
-        if (c < 0 || (c == 0 && update_levels(w, wd) < 0))
+        long long c;
+        if (count_down(w, wd, s_level_count, level, &c) < 0 || (c == 0 && update_levels(w, wd) < 0))
             goto done;
         if (stat_add(w, wd, s_flushed_entries, 1) < 0)
             goto done;
