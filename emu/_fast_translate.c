@@ -42,7 +42,8 @@ static const char *stats_fields[ST_NFIELDS] = {"hits", "misses", "inserts", "evi
 /* One TLB structure (SetAssocTLB), as the closure's `parts` tuple: objects that live as
  * long as it (the sets, the per-ASID index, the stats) and its geometry. */
 typedef struct {
-    PyObject *t;            /* the SetAssocTLB: shifts, shift_count, rng, _dropped, _update_shifts */
+    PyObject *t;            /* the SetAssocTLB: rng, _dropped, _update_shifts */
+    PyObject *dict;         /* its instance dict: shifts, shift_count */
     PyObject *sets;         /* list of dicts */
     uint64_t mask;
     Py_ssize_t ways;
@@ -55,6 +56,9 @@ typedef struct {
     PyObject_HEAD
     PyObject *python;       /* the Python closure: every case not handled here */
     PyObject *cpu, *machine, *tlb;
+    PyObject *cpu_dict, *machine_dict, *tlb_dict;   /* their instance dicts */
+    PyObject *regime_type, *wce_type;               /* Regime, WalkCacheEntry: slotted */
+    Py_ssize_t rg_asid, rg_epd, rg_pa_bits, rg_wxn, we_table_pa, we_tattrs;
     Part itlb, dtlb, l2;
     PyObject *wc_sets, *wc_stats;
     uint64_t wc_mask;
@@ -83,23 +87,48 @@ static int get_ll(PyObject *o, PyObject *name, long long *out)
     return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
-static int set_ll(PyObject *o, PyObject *name, long long value)
+/* The same through an instance dict (the CPU's, the machine's, a TLB's): what getattr does
+ * for a plain instance attribute, without the type lookup (the classes define none of
+ * these names: checked when a Translator is made). */
+static PyObject *d_get(PyObject *d, PyObject *name)
+{
+    PyObject *v = PyDict_GetItemWithError(d, name);       /* borrowed */
+    if (v == NULL && !PyErr_Occurred())
+        PyErr_SetObject(PyExc_AttributeError, name);
+    return v;
+}
+
+static int d_get_ll(PyObject *d, PyObject *name, long long *out)
+{
+    PyObject *v = d_get(d, name);
+    if (v == NULL)
+        return -1;
+    *out = PyLong_AsLongLong(v);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static int d_set_ll(PyObject *d, PyObject *name, long long value)
 {
     PyObject *v = PyLong_FromLongLong(value);
     if (v == NULL)
         return -1;
-    int r = PyObject_SetAttr(o, name, v);
+    int r = PyDict_SetItem(d, name, v);
     Py_DECREF(v);
     return r;
 }
 
-/* o.name += delta */
-static int add_ll(PyObject *o, PyObject *name, long long delta)
+static int d_add_ll(PyObject *d, PyObject *name, long long delta)
 {
     long long v;
-    if (get_ll(o, name, &v) < 0)
+    if (d_get_ll(d, name, &v) < 0)
         return -1;
-    return set_ll(o, name, v + delta);
+    return d_set_ll(d, name, v + delta);
+}
+
+static int d_truth(PyObject *d, PyObject *name)
+{
+    PyObject *v = d_get(d, name);
+    return v == NULL ? -1 : PyObject_IsTrue(v);
 }
 
 /* a slot holding an int: += delta (the TLBStats counters, Translation.refs) */
@@ -121,6 +150,18 @@ static int slot_add(PyObject *o, Py_ssize_t off, long long delta, long long *res
     if (result != NULL)
         *result = v + delta;
     return 0;
+}
+
+/* a slot holding an int, read (WalkCacheEntry, Regime) */
+static int slot_ll(PyObject *o, Py_ssize_t off, long long *out)
+{
+    PyObject *v = SLOT(o, off);
+    if (v == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "unset slot");
+        return -1;
+    }
+    *out = PyLong_AsLongLong(v);
+    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
 /* store a new reference into a fresh object's slot */
@@ -182,9 +223,10 @@ static int report_stale(Translator *self, PyObject *e, PyObject *va, int acc, Py
     int stale = entry_stale(self, e);
     if (stale <= 0)
         return stale;
-    PyObject *checker = PyObject_GetAttr(self->machine, S_checker);
+    PyObject *checker = d_get(self->machine_dict, S_checker);
     if (checker == NULL)
         return -1;
+    Py_INCREF(checker);
     int r = 0;
     if (checker != Py_None) {
         PyObject *access = PySequence_GetItem(self->access, acc);
@@ -201,7 +243,7 @@ static int report_stale(Translator *self, PyObject *e, PyObject *va, int acc, Py
 /* if cpu._uc_stale: cpu._uc_flush() */
 static int flush_if_stale(Translator *self)
 {
-    int stale = truth_attr(self->cpu, S__uc_stale);
+    int stale = d_truth(self->cpu_dict, S__uc_stale);
     if (stale <= 0)
         return stale;
     PyObject *r = PyObject_CallMethodNoArgs(self->cpu, S__uc_flush);
@@ -322,12 +364,12 @@ static int fill_one(Translator *self, Part *p, uint64_t vpn12, PyObject *k, PyOb
                 goto ev_fail;
             if (refs == 0) {
                 /* NOTE: inlined from Cpu._entry_left (every TLB's on_remove) */
-                if (PyObject_SetAttr(self->tlb, S_lost, Py_True) < 0)
+                if (PyDict_SetItem(self->tlb_dict, S_lost, Py_True) < 0)
                     goto ev_fail;
                 PyObject *id = PyLong_FromVoidPtr(ev);
                 int held = id == NULL ? -1 : PyDict_Contains(self->holds, id);
                 Py_XDECREF(id);
-                if (held < 0 || (held && PyObject_SetAttr(self->cpu, S__uc_stale, Py_True) < 0))
+                if (held < 0 || (held && PyDict_SetItem(self->cpu_dict, S__uc_stale, Py_True) < 0))
                     goto ev_fail;
             }
             counted = 1;
@@ -363,9 +405,10 @@ insert:
     if (PyDict_SetItem(d, k, e) < 0)
         return -1;
     if (!counted) {
-        PyObject *sc = PyObject_GetAttr(p->t, S_shift_count);
+        PyObject *sc = d_get(p->dict, S_shift_count);
         if (sc == NULL)
             return -1;
+        Py_INCREF(sc);
         PyObject *cur = PyList_GetItem(sc, 12);
         long long c = cur == NULL ? -1 : PyLong_AsLongLong(cur);
         if (c == -1 && PyErr_Occurred()) {
@@ -405,22 +448,20 @@ static PyObject *translate(Translator *self, PyObject *va_obj, int acc, PyObject
     long el = PyLong_AsLong(el_obj);
     if (el == -1 && PyErr_Occurred())
         return NULL;
-    int tbi = truth_attr(cpu, S__tbi);
+    PyObject *cd = self->cpu_dict;
+    int tbi = d_truth(cd, S__tbi);
     if (tbi < 0)
         return NULL;
     if (tbi)
         goto python;
-    PyObject *trace = PyObject_GetAttr(self->machine, S_trace);
+    PyObject *trace = d_get(self->machine_dict, S_trace);
     if (trace == NULL)
         return NULL;
-    Py_DECREF(trace);
     if (trace != Py_None)
         goto python;
     Part *l1 = acc == 2 ? &self->itlb : &self->dtlb;
     Part *l2 = &self->l2;
-    PyObject *sh1 = PyObject_GetAttr(l1->t, S_shifts), *sh2 = PyObject_GetAttr(l2->t, S_shifts);
-    Py_XDECREF(sh1);
-    Py_XDECREF(sh2);
+    PyObject *sh1 = d_get(l1->dict, S_shifts), *sh2 = sh1 == NULL ? NULL : d_get(l2->dict, S_shifts);
     if (sh1 == NULL || sh2 == NULL)
         return NULL;
     /* only 4 KB entries held (or none): the closure's `shifts is only_4k` branches */
@@ -428,12 +469,18 @@ static PyObject *translate(Translator *self, PyObject *va_obj, int acc, PyObject
     if ((!l1_4k && PyTuple_GET_SIZE(sh1)) || (!l2_4k && PyTuple_GET_SIZE(sh2)))
         goto python;
 
-    regime = PyObject_GetAttr(cpu, S_regime);
+    regime = d_get(cd, S_regime);
     if (regime == NULL)
         return NULL;
-    asid_obj = PyObject_GetAttr(regime, S_asid);
-    if (asid_obj == NULL)
+    if ((PyObject *)Py_TYPE(regime) != self->regime_type)
+        goto python;
+    Py_INCREF(regime);
+    asid_obj = SLOT(regime, self->rg_asid);
+    if (asid_obj == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "asid");
         goto fail;
+    }
+    Py_INCREF(asid_obj);
     uint64_t asid = PyLong_AsUnsignedLongLong(asid_obj);
     if (asid == (uint64_t)-1 && PyErr_Occurred())
         goto fail;
@@ -457,7 +504,7 @@ static PyObject *translate(Translator *self, PyObject *va_obj, int acc, PyObject
     }
     if (e != NULL) {
         Py_INCREF(e);                                /* (a random-replacement set keeps it too) */
-        if (slot_add(l1->stats, self->st_off[ST_HITS], 1, NULL) < 0 || add_ll(cpu, S_cycles, self->l1_hit_cycles) < 0
+        if (slot_add(l1->stats, self->st_off[ST_HITS], 1, NULL) < 0 || d_add_ll(cd, S_cycles, self->l1_hit_cycles) < 0
             || report_stale(self, e, va_obj, acc, el_obj) < 0) {
             Py_DECREF(e);
             goto fail;
@@ -483,7 +530,7 @@ static PyObject *translate(Translator *self, PyObject *va_obj, int acc, PyObject
         PyObject *r = NULL;
         if (slot_add(l2->stats, self->st_off[ST_HITS], 1, NULL) < 0
             || (r = PyObject_CallMethodObjArgs(l1->t, S_insert, e, va_obj, NULL)) == NULL
-            || add_ll(cpu, S_cycles, self->l2_hit_cycles) < 0
+            || d_add_ll(cd, S_cycles, self->l2_hit_cycles) < 0
             || report_stale(self, e, va_obj, acc, el_obj) < 0 || flush_if_stale(self) < 0) {
             Py_XDECREF(r);
             Py_DECREF(e);
@@ -499,11 +546,12 @@ static PyObject *translate(Translator *self, PyObject *va_obj, int acc, PyObject
 
     /* NOTE: mirrors the closure's inlined Cpu._walk and WalkCache.lookup: a demand miss
      * whose L3 table is in the walk cache (the common case) walks one level */
-    PyObject *epd = PyObject_GetAttr(regime, S_epd);
-    if (epd == NULL)
+    PyObject *epd = SLOT(regime, self->rg_epd);
+    if (epd == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "epd");
         goto fail;
+    }
     PyObject *epd_sel = PySequence_GetItem(epd, (Py_ssize_t)((va >> 55) & 1));
-    Py_DECREF(epd);
     int disabled = epd_sel == NULL ? -1 : PyObject_IsTrue(epd_sel);
     Py_XDECREF(epd_sel);
     if (disabled < 0)
@@ -536,8 +584,13 @@ static PyObject *translate(Translator *self, PyObject *va_obj, int acc, PyObject
     }
     /* NOTE: mirrors the closure's inlined walker.walk_l3: a valid page with AF set */
     long long table_pa, tattrs_ll, pa_bits;
-    if (get_ll(we, S_table_pa, &table_pa) < 0 || get_ll(we, S_tattrs, &tattrs_ll) < 0
-        || get_ll(regime, S_pa_bits, &pa_bits) < 0) {
+    if (Py_TYPE(we) != (PyTypeObject *)self->wce_type) {
+        PyErr_SetString(PyExc_TypeError, "a walk cache entry is not a WalkCacheEntry");
+        Py_DECREF(we);
+        goto fail;
+    }
+    if (slot_ll(we, self->we_table_pa, &table_pa) < 0 || slot_ll(we, self->we_tattrs, &tattrs_ll) < 0
+        || slot_ll(regime, self->rg_pa_bits, &pa_bits) < 0) {
         Py_DECREF(we);
         goto fail;
     }
@@ -561,7 +614,8 @@ static PyObject *translate(Translator *self, PyObject *va_obj, int acc, PyObject
         goto done;
     }
     Py_DECREF(we);
-    int wxn = truth_attr(regime, S_wxn);
+    PyObject *wxn_obj = SLOT(regime, self->rg_wxn);
+    int wxn = wxn_obj == NULL ? -1 : PyObject_IsTrue(wxn_obj);
     if (wxn < 0)
         goto fail;
     PyObject *pkey = PyLong_FromUnsignedLongLong((desc & self->leaf_perm_bits) | (uint64_t)tattrs_ll | (wxn ? self->wxn_key : 0));
@@ -581,12 +635,12 @@ static PyObject *translate(Translator *self, PyObject *va_obj, int acc, PyObject
     }
     int ng = (desc & self->ng_bit) != 0;
     /* NOTE: mirrors the closure's inlined Cpu._account (a demand walk of one read) */
-    if (add_ll(cpu, S_walks, 1) < 0 || add_ll(cpu, S_walk_reads, 1) < 0 || get_ll(cpu, S_cycles, &cycles) < 0) {
+    if (d_add_ll(cd, S_walks, 1) < 0 || d_add_ll(cd, S_walk_reads, 1) < 0 || d_get_ll(cd, S_cycles, &cycles) < 0) {
         Py_DECREF(perms);
         goto fail;
     }
     cycles += self->descriptor_read + self->walk_cache_hit;
-    if (set_ll(cpu, S_cycles, cycles) < 0) {
+    if (d_set_ll(cd, S_cycles, cycles) < 0) {
         Py_DECREF(perms);
         goto fail;
     }
@@ -669,8 +723,8 @@ static PyObject *translate(Translator *self, PyObject *va_obj, int acc, PyObject
     }
     /* recent[cpu._recent_i & 15] = va; cpu._recent_i += 1 */
     long long ri;
-    if (get_ll(cpu, S__recent_i, &ri) < 0 || PyList_SetItem(self->recent, ri & 15, (Py_INCREF(va_obj), va_obj)) < 0
-        || set_ll(cpu, S__recent_i, ri + 1) < 0 || flush_if_stale(self) < 0) {
+    if (d_get_ll(cd, S__recent_i, &ri) < 0 || PyList_SetItem(self->recent, ri & 15, (Py_INCREF(va_obj), va_obj)) < 0
+        || d_set_ll(cd, S__recent_i, ri + 1) < 0 || flush_if_stale(self) < 0) {
         Py_DECREF(e);
         goto fail;
     }
@@ -703,12 +757,39 @@ static PyObject *Translator_call(Translator *self, PyObject *args, PyObject *kwa
 
 /* ---------------------------------------------------------------- construction */
 
+/* o's instance dict, checking that its class defines none of `names` (so that the dict
+ * holds what getattr would return) */
+static PyObject *instance_dict(PyObject *o, const char **names)
+{
+    for (; *names != NULL; names++) {
+        if (PyObject_HasAttrString((PyObject *)Py_TYPE(o), *names)) {
+            PyErr_Format(PyExc_TypeError, "%s.%s is defined on the class", Py_TYPE(o)->tp_name, *names);
+            return NULL;
+        }
+    }
+    PyObject *d = PyObject_GenericGetDict(o, NULL);
+    if (d != NULL && !PyDict_CheckExact(d)) {
+        PyErr_SetString(PyExc_TypeError, "an instance dict that is not a dict");
+        Py_CLEAR(d);
+    }
+    return d;
+}
+
+static const char *tlb_names[] = {"shifts", "shift_count", NULL};
+static const char *cpu_names[] = {"cycles", "walks", "walk_reads", "_recent_i", "_uc_stale", "_tbi", "regime", "el",
+                                  "faults", "_fault", "_probed", "_bus_error", NULL};
+static const char *machine_names[] = {"trace", "checker", NULL};
+static const char *hierarchy_names[] = {"lost", NULL};
+
 static int part_from(Part *p, PyObject *t)
 {
     long long mask, ways;
     int lru;
     p->t = t;
     Py_INCREF(t);
+    p->dict = instance_dict(t, tlb_names);
+    if (p->dict == NULL)
+        return -1;
     p->sets = PyObject_GetAttrString(t, "sets");
     p->stats = PyObject_GetAttrString(t, "stats");
     p->by_tag = PyObject_GetAttrString(t, "by_tag");
@@ -738,6 +819,7 @@ static int part_from(Part *p, PyObject *t)
 static void part_clear(Part *p)
 {
     Py_CLEAR(p->t);
+    Py_CLEAR(p->dict);
     Py_CLEAR(p->sets);
     Py_CLEAR(p->stats);
     Py_CLEAR(p->by_tag);
@@ -768,6 +850,11 @@ static void Translator_dealloc(Translator *self)
     Py_CLEAR(self->cpu);
     Py_CLEAR(self->machine);
     Py_CLEAR(self->tlb);
+    Py_CLEAR(self->cpu_dict);
+    Py_CLEAR(self->machine_dict);
+    Py_CLEAR(self->tlb_dict);
+    Py_CLEAR(self->regime_type);
+    Py_CLEAR(self->wce_type);
     part_clear(&self->itlb);
     part_clear(&self->dtlb);
     part_clear(&self->l2);
@@ -822,16 +909,17 @@ static PyObject *Translator_new(PyTypeObject *type, PyObject *args, PyObject *kw
         "walk_observers", "recent", "holds", "perm_memo", "leaf_perms_cached", "translation", "fault", "access",
         "permission", "account", "walk_l3", "walk_and_fill", "only_4k", "l1_hit_cycles", "l2_hit_cycles",
         "descriptor_read", "walk_cache_hit", "oa_mask", "page_af", "leaf_perm_bits", "wxn_key", "ng_bit",
-        "global_tag", "tag_bits", "stats_type", NULL};
+        "global_tag", "tag_bits", "stats_type", "regime_type", "walk_cache_entry", NULL};
     PyObject *python, *cpu, *machine, *tlb, *itlb, *dtlb, *l2, *wc, *q, *obs, *recent, *holds, *memo, *lpc,
-        *tt, *ft, *access, *perm, *account, *walk_l3, *waf, *only_4k, *stats_type;
+        *tt, *ft, *access, *perm, *account, *walk_l3, *waf, *only_4k, *stats_type, *rgt, *wct;
     long long l1c, l2c, dr, wch;
     unsigned long long oa_mask, page_af, lpb, wxn_key, ng_bit, gtag;
     int tag_bits;
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOOOO!O!O!O!OOOOOOOOOLLLLKKKKKKiO", names, &python, &cpu,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OOOOOOOOOO!O!O!O!OOOOOOOOOLLLLKKKKKKiOO!O!", names, &python, &cpu,
             &machine, &tlb, &itlb, &dtlb, &l2, &wc, &q, &PyList_Type, &obs, &PyList_Type, &recent, &PyDict_Type,
             &holds, &PyDict_Type, &memo, &lpc, &tt, &ft, &access, &perm, &account, &walk_l3, &waf, &only_4k, &l1c,
-            &l2c, &dr, &wch, &oa_mask, &page_af, &lpb, &wxn_key, &ng_bit, &gtag, &tag_bits, &stats_type))
+            &l2c, &dr, &wch, &oa_mask, &page_af, &lpb, &wxn_key, &ng_bit, &gtag, &tag_bits, &stats_type, &PyType_Type, &rgt,
+            &PyType_Type, &wct))
         return NULL;
     Translator *self = (Translator *)type->tp_alloc(type, 0);
     if (self == NULL)
@@ -841,7 +929,7 @@ static PyObject *Translator_new(PyTypeObject *type, PyObject *args, PyObject *kw
     KEEP(walk_observers, obs); KEEP(recent, recent); KEEP(holds, holds); KEEP(perm_memo, memo);
     KEEP(leaf_perms_cached, lpc); KEEP(translation_type, tt); KEEP(fault_type, ft); KEEP(access, access);
     KEEP(permission, perm); KEEP(account, account); KEEP(walk_l3, walk_l3); KEEP(walk_and_fill, waf);
-    KEEP(only_4k, only_4k);
+    KEEP(only_4k, only_4k); KEEP(regime_type, rgt); KEEP(wce_type, wct);
 #undef KEEP
     self->l1_hit_cycles = l1c; self->l2_hit_cycles = l2c; self->descriptor_read = dr; self->walk_cache_hit = wch;
     self->oa_mask = oa_mask; self->page_af = page_af; self->leaf_perm_bits = lpb; self->wxn_key = wxn_key;
@@ -850,8 +938,18 @@ static PyObject *Translator_new(PyTypeObject *type, PyObject *args, PyObject *kw
     if (!PyType_Check(tt) || part_from(&self->itlb, itlb) < 0 || part_from(&self->dtlb, dtlb) < 0
         || part_from(&self->l2, l2) < 0)
         goto fail;
+    static const char *regime_fields[] = {"asid", "epd", "pa_bits", "wxn"};
+    static const char *wce_fields[] = {"table_pa", "tattrs"};
+    Py_ssize_t rg[4], wo[2];
     if (slot_offsets(tt, translation_fields, T_NFIELDS, self->t_off) < 0
-        || slot_offsets(stats_type, stats_fields, ST_NFIELDS, self->st_off) < 0)
+        || slot_offsets(stats_type, stats_fields, ST_NFIELDS, self->st_off) < 0
+        || slot_offsets(rgt, regime_fields, 4, rg) < 0 || slot_offsets(wct, wce_fields, 2, wo) < 0)
+        goto fail;
+    self->rg_asid = rg[0]; self->rg_epd = rg[1]; self->rg_pa_bits = rg[2]; self->rg_wxn = rg[3];
+    self->we_table_pa = wo[0]; self->we_tattrs = wo[1];
+    if ((self->cpu_dict = instance_dict(cpu, cpu_names)) == NULL
+        || (self->machine_dict = instance_dict(machine, machine_names)) == NULL
+        || (self->tlb_dict = instance_dict(tlb, hierarchy_names)) == NULL)
         goto fail;
     long long wc_mask;
     PyObject *name = PyUnicode_InternFromString("set_mask");
@@ -915,16 +1013,16 @@ static PyObject *S__probed, *S__fault, *S_faults, *S__bus_error, *S_pa_base, *S_
 /* Mirrors `fill`'s body: the answer to one Unicorn TLB miss. -1 with an exception set. */
 static int fill_entry(FillHook *h, uint64_t va, int access, uc_tlb_entry *entry)
 {
-    PyObject *cpu = h->cpu;
     if (va == h->sentinel_page) {
         /* Unicorn's probe at the end of every run (or a guest fetch in the hole, which
          * Cpu.run recognises by the PC): not a translation the model is asked for */
-        return PyObject_SetAttr(cpu, S__probed, Py_True) < 0 ? -1 : 0;
+        return PyDict_SetItem(h->translate->cpu_dict, S__probed, Py_True) < 0 ? -1 : 0;
     }
     int acc = access - 16;                           /* UC_MEM_READ/WRITE/FETCH -> 0/1/2 */
-    PyObject *el_obj = PyObject_GetAttr(cpu, S_el);
+    PyObject *el_obj = d_get(h->translate->cpu_dict, S_el);
     if (el_obj == NULL)
         return -1;
+    Py_INCREF(el_obj);
     long el = PyLong_AsLong(el_obj);
     PyObject *va_obj = PyLong_FromUnsignedLongLong(va);
     PyObject *e = va_obj == NULL || (el == -1 && PyErr_Occurred()) ? NULL : translate(h->translate, va_obj, acc, el_obj);
@@ -934,7 +1032,7 @@ static int fill_entry(FillHook *h, uint64_t va, int access, uc_tlb_entry *entry)
         return -1;
     int r = -1;
     if ((PyObject *)Py_TYPE(e) == h->translate->fault_type) {
-        if (PyObject_SetAttr(cpu, S__fault, e) == 0 && add_ll(cpu, S_faults, 1) == 0)
+        if (PyDict_SetItem(h->translate->cpu_dict, S__fault, e) == 0 && d_add_ll(h->translate->cpu_dict, S_faults, 1) == 0)
             r = 0;
         goto out;
     }
@@ -953,7 +1051,7 @@ static int fill_entry(FillHook *h, uint64_t va, int access, uc_tlb_entry *entry)
         /* no memory behind the PA the model gave: a bus error (an external abort), refused
          * so that Unicorn keeps no entry for it */
         PyObject *t = Py_BuildValue("(iK)", acc, (unsigned long long)paddr);
-        if (t != NULL && PyObject_SetAttr(cpu, S__bus_error, t) == 0)
+        if (t != NULL && PyDict_SetItem(h->translate->cpu_dict, S__bus_error, t) == 0)
             r = 0;
         Py_XDECREF(t);
         goto out;

@@ -28,7 +28,8 @@ from unicorn import arm64_const as A
 from . import fastpath
 from . import unicorn_boundary as ucb
 from .sysregs import SCTLR_M, SysReg, openbsd_tcr
-from .tlb import _ONLY_4K, _TAG_BITS, GLOBAL_TAG, SetAssocTLB, TLBHierarchy, TLBIRun, TLBStats, WalkCache
+from .tlb import (_ONLY_4K, _TAG_BITS, GLOBAL_TAG, SetAssocTLB, TLBHierarchy, TLBIRun, TLBStats, WalkCache,
+                  WalkCacheEntry)
 from .tlbi import DSB_OPTION_SCOPE, VA_FIELD_MASK, Scope, TLBIOp, dsb_option, tlbi_asid, tlbi_va
 from .trace import Ev
 from .descriptors import ATTR_AF, ATTR_nG, OA_MASK
@@ -559,7 +560,8 @@ class Cpu:
             account=self._account, walk_l3=walk_l3, walk_and_fill=self._walk, only_4k=_ONLY_4K,
             l1_hit_cycles=cost.l1_tlb_hit, l2_hit_cycles=cost.l2_tlb_hit, descriptor_read=self._descriptor_read,
             walk_cache_hit=self._walk_cache_hit, oa_mask=OA_MASK, page_af=PAGE_AF, leaf_perm_bits=LEAF_PERM_BITS,
-            wxn_key=WXN_KEY, ng_bit=ATTR_nG, global_tag=GLOBAL_TAG, tag_bits=_TAG_BITS, stats_type=TLBStats)
+            wxn_key=WXN_KEY, ng_bit=ATTR_nG, global_tag=GLOBAL_TAG, tag_bits=_TAG_BITS, stats_type=TLBStats,
+            regime_type=Regime, walk_cache_entry=WalkCacheEntry)
 
     def _walk(self, va: int, fetch: bool | None, speculative: bool = False) -> Translation | Fault:
         """Walk (from the deepest walk-cache hit) and fill the TLBs: L2 always, and the L1 of
