@@ -17,8 +17,8 @@
  *
  * Cost: the work is Python object operations (dict lookups and deletions, int counters,
  * the on_remove calls, freeing the entries), so the C saves the interpreter around them,
- * not them. The two largest savings over the attribute protocol: slot counters updated
- * through their member descriptors, and the TLBs' attributes read from their instance dicts.
+ * not them. The largest saving over the attribute protocol: slot counters updated through
+ * their member descriptors.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -41,78 +41,15 @@ static PyObject *s_leaf_tlbs, *s_walk_cache, *s_stats, *s_flush_ops, *s_flushed_
     *s_scope, *s_last_level, *s_levels_present;
 static PyObject *empty_tuple, *zero;
 
-/* Instance attributes of TLBHierarchy and SetAssocTLB are read from the instance's __dict__
- * (one dict lookup instead of the attribute protocol), which gives what getattr gives as long
- * as the class defines no data descriptor (property, slot) under that name: checked once per
- * class, else getattr. Only for those two: emu/_fast_translate.c reads their dicts already,
- * and in 3.11 the first read of an instance's __dict__ turns its inline values into a dict
- * for good, after which the Python methods read its attributes more slowly
- * (SetAssocTLB.lookup took 1.6 times as long), so the other objects are left alone. */
-#define PLAIN_TYPES 8
-static PyTypeObject *plain_types[PLAIN_TYPES];
-static int plain_ok[PLAIN_TYPES];
-static PyObject **instance_names[] = {&s_leaf_tlbs, &s_walk_cache, &s_stats, &s_shifts, &s_sets,
-    &s_set_mask, &s_by_tag, &s_shift_count, &s_on_remove, &s_levels, &s_by_asid, &s_level_count, &s_scope, &s_last_level};
-
-/* 1 if no instance name above is a data descriptor of `type`, 0 if one is, -1 on error */
-static int
-type_plain(PyTypeObject *type)
+/* Attributes are read with getattr, never from an instance's __dict__: in 3.11 the first
+ * read of an instance's __dict__ turns its inline values into a dict for good, after which
+ * every Python method reads that object's attributes more slowly (2.5 times for a plain
+ * attribute load measured here; SetAssocTLB.lookup took 1.6 times as long). */
+/* obj.name, a new reference */
+static inline PyObject *
+get(PyObject *obj, PyObject *name)
 {
-    int i;
-    for (i = 0; i < PLAIN_TYPES && plain_types[i] != NULL; i++)
-        if (plain_types[i] == type)
-            return plain_ok[i];
-    int ok = 1;
-    for (size_t j = 0; ok && j < sizeof instance_names / sizeof instance_names[0]; j++) {
-        PyObject *d = PyObject_GetAttr((PyObject *)type, *instance_names[j]);
-        if (d == NULL) {
-            if (!PyErr_ExceptionMatches(PyExc_AttributeError))
-                return -1;
-            PyErr_Clear();
-            continue;
-        }
-        ok = Py_TYPE(d)->tp_descr_set == NULL;
-        Py_DECREF(d);
-    }
-    if (i < PLAIN_TYPES) {                 /* remembered (the type kept alive) */
-        Py_INCREF(type);
-        plain_types[i] = type;
-        plain_ok[i] = ok;
-    }
-    return ok;
-}
-
-/* obj.__dict__ (a new reference) when obj's attributes can be read from it (see above);
- * NULL with no error set when getattr must be used, NULL with an error on error */
-static PyObject *
-inst_dict(PyObject *obj)
-{
-    int plain = type_plain(Py_TYPE(obj));
-    if (plain <= 0)
-        return NULL;
-    PyObject *dict = PyObject_GenericGetDict(obj, NULL);
-    if (dict == NULL || !PyDict_CheckExact(dict)) {
-        Py_XDECREF(dict);
-        PyErr_Clear();                      /* no usable __dict__: getattr says what there is */
-        return NULL;
-    }
-    return dict;
-}
-
-/* obj.name, from obj's __dict__ `dict` if given (inst_dict); a new reference */
-static PyObject *
-get(PyObject *obj, PyObject *dict, PyObject *name)
-{
-    if (dict != NULL) {
-        PyObject *v = PyDict_GetItemWithError(dict, name);
-        if (v != NULL) {
-            Py_INCREF(v);
-            return v;
-        }
-        if (PyErr_Occurred())
-            return NULL;
-    }
-    return PyObject_GetAttr(obj, name);     /* a class attribute, or the AttributeError */
+    return PyObject_GetAttr(obj, name);
 }
 
 /* The counters (TLBStats fields, Translation.refs) are slots: they are read and written
@@ -185,11 +122,11 @@ attr_add(PyObject *obj, PyObject *name, long long delta)
     return attr_add_out(obj, name, delta, NULL);
 }
 
-/* obj.stats.name += delta (dict: obj's __dict__ or NULL) */
+/* obj.stats.name += delta */
 static int
-stat_add(PyObject *obj, PyObject *dict, PyObject *name, long long delta)
+stat_add(PyObject *obj, PyObject *name, long long delta)
 {
-    PyObject *stats = get(obj, dict, s_stats);
+    PyObject *stats = get(obj, s_stats);
     if (stats == NULL)
         return -1;
     int rc = attr_add(stats, name, delta);
@@ -199,9 +136,9 @@ stat_add(PyObject *obj, PyObject *dict, PyObject *name, long long delta)
 
 /* obj.stats.flushed_entries += m, m the int a Python method returned */
 static int
-stat_add_obj(PyObject *obj, PyObject *dict, PyObject *m)
+stat_add_obj(PyObject *obj, PyObject *m)
 {
-    PyObject *stats = get(obj, dict, s_stats);
+    PyObject *stats = get(obj, s_stats);
     if (stats == NULL)
         return -1;
     PyObject *v = PyObject_GetAttr(stats, s_flushed_entries);
@@ -245,16 +182,16 @@ make_key(uint64_t vpn, unsigned shift, uint64_t tag)
 
 /* obj.sets (a new reference to a list) and obj.set_mask, read once as the Python does */
 static int
-sets_of(PyObject *obj, PyObject *dict, PyObject **sets, uint64_t *mask)
+sets_of(PyObject *obj, PyObject **sets, uint64_t *mask)
 {
-    PyObject *maskobj = get(obj, dict, s_set_mask);
+    PyObject *maskobj = get(obj, s_set_mask);
     if (maskobj == NULL)
         return -1;
     *mask = PyLong_AsUnsignedLongLong(maskobj);
     Py_DECREF(maskobj);
     if (*mask == (uint64_t)-1 && PyErr_Occurred())
         return -1;
-    *sets = get(obj, dict, s_sets);
+    *sets = get(obj, s_sets);
     if (*sets == NULL)
         return -1;
     if (!PyList_CheckExact(*sets)) {
@@ -298,11 +235,11 @@ dict_pop(PyObject *s, PyObject *k)
 }
 
 /* mirrors `d = index[tag]; del d[k]; if not d: del index[tag]` (by_tag, by_asid), with
- * owner.<index_name> read from dict (owner's __dict__ or NULL) */
+ * owner.<index_name> */
 static int
-unindex(PyObject *owner, PyObject *dict, PyObject *index_name, PyObject *tag, PyObject *k)
+unindex(PyObject *owner, PyObject *index_name, PyObject *tag, PyObject *k)
 {
-    PyObject *index = get(owner, dict, index_name);
+    PyObject *index = get(owner, index_name);
     if (index == NULL)
         return -1;
     int rc = -1;
@@ -342,9 +279,9 @@ unindex(PyObject *owner, PyObject *dict, PyObject *index_name, PyObject *tag, Py
 /* mirrors `lst = obj.<name>; c = lst[i] - 1; lst[i] = c` (shift_count, level_count);
  * *c the new count; 0, or -1 on error */
 static int
-count_down(PyObject *obj, PyObject *dict, PyObject *name, Py_ssize_t i, long long *c)
+count_down(PyObject *obj, PyObject *name, Py_ssize_t i, long long *c)
 {
-    PyObject *lst = get(obj, dict, name);
+    PyObject *lst = get(obj, name);
     if (lst == NULL)
         return -1;
     int rc = -1;
@@ -382,18 +319,18 @@ call_method0(PyObject *obj, PyObject *name)
 /* mirrors tlb.py:invalidate_va, the 4 KB unrolled loop body (SetAssocTLB._dropped_4k
  * inlined) for one key k of tag `tag` popped from set s: 1 if removed, 0 if absent, -1 */
 static int
-drop_4k(PyObject *t, PyObject *td, PyObject *s, PyObject *k, PyObject *tag)
+drop_4k(PyObject *t, PyObject *s, PyObject *k, PyObject *tag)
 {
     PyObject *e = dict_pop(s, k);
     if (e == NULL)
         return PyErr_Occurred() ? -1 : 0;
-    if (unindex(t, td, s_by_tag, tag, k) < 0 || stat_add(t, td, s_flushed_entries, 1) < 0)
+    if (unindex(t, s_by_tag, tag, k) < 0 || stat_add(t, s_flushed_entries, 1) < 0)
         goto fail;
     long long c;
-    if (count_down(t, td, s_shift_count, 12, &c) < 0)
+    if (count_down(t, s_shift_count, 12, &c) < 0)
         goto fail;
     if (c == 0) {
-        PyObject *shifts = get(t, td, s_shifts);
+        PyObject *shifts = get(t, s_shifts);
         if (shifts == NULL)
             goto fail;
         int only = shifts == only_4k;
@@ -405,7 +342,7 @@ drop_4k(PyObject *t, PyObject *td, PyObject *s, PyObject *k, PyObject *tag)
     if (attr_add_out(e, s_refs, -1, &r) < 0)
         goto fail;
     if (r == 0) {
-        PyObject *on_remove = get(t, td, s_on_remove);
+        PyObject *on_remove = get(t, s_on_remove);
         if (on_remove == NULL)
             goto fail;
         if (on_remove != Py_None) {
@@ -427,9 +364,9 @@ fail:
 /* mirrors WalkCache._update_levels: levels = _LEVELS_PRESENT[(lc[3] > 0) << 2 | (lc[2] > 0) << 1
  * | (lc[1] > 0)] (the method itself if tlb.py's table or the counts are not as expected) */
 static int
-update_levels(PyObject *w, PyObject *wd)
+update_levels(PyObject *w)
 {
-    PyObject *lc = get(w, wd, s_level_count);
+    PyObject *lc = get(w, s_level_count);
     if (lc == NULL)
         return -1;
     int idx = -1;
@@ -454,12 +391,12 @@ update_levels(PyObject *w, PyObject *wd)
 /* n += m where m is what a Python _invalidate_va returned; mirrors
  * `if m: x.stats.flushed_entries += m; n += m` */
 static int
-add_returned(PyObject *x, PyObject *xd, PyObject *m, long long *n)
+add_returned(PyObject *x, PyObject *m, long long *n)
 {
     int truth = PyObject_IsTrue(m);
     if (truth <= 0)
         return truth;
-    if (stat_add_obj(x, xd, m) < 0)
+    if (stat_add_obj(x, m) < 0)
         return -1;
     long long v = PyLong_AsLongLong(m);
     if (v == -1 && PyErr_Occurred())
@@ -478,13 +415,13 @@ struct op_keys {
     PyObject *leaf_tags, *wc_tags;   /* the tags argument of _invalidate_va, built when first needed */
 };
 
-/* mirrors tlb.py:invalidate_va, the loop body for one leaf TLB t (td: its __dict__ or NULL) */
+/* mirrors tlb.py:invalidate_va, the loop body for one leaf TLB t */
 static int
-leaf_tlb(PyObject *t, PyObject *td, struct op_keys *o, long long *n)
+leaf_tlb(PyObject *t, struct op_keys *o, long long *n)
 {
-    if (stat_add(t, td, s_flush_ops, 1) < 0)
+    if (stat_add(t, s_flush_ops, 1) < 0)
         return -1;
-    PyObject *shifts = get(t, td, s_shifts);
+    PyObject *shifts = get(t, s_shifts);
     if (shifts == NULL)
         return -1;
     int any = PyObject_IsTrue(shifts);
@@ -503,22 +440,22 @@ leaf_tlb(PyObject *t, PyObject *td, struct op_keys *o, long long *n)
         PyObject *m = PyObject_CallMethodObjArgs(t, s_invalidate_va, o->va, tags, NULL);
         if (m == NULL)
             return -1;
-        int rc = add_returned(t, td, m, n);
+        int rc = add_returned(t, m, n);
         Py_DECREF(m);
         return rc;
     }
     /* the 4 KB unrolled case */
     PyObject *sets;
     uint64_t mask;
-    if (sets_of(t, td, &sets, &mask) < 0)
+    if (sets_of(t, &sets, &mask) < 0)
         return -1;
     PyObject *s = pick_set(sets, mask, o->vpn12);
     Py_XINCREF(s);                      /* held: on_remove could change the list */
     Py_DECREF(sets);
     if (s == NULL)
         return -1;
-    int r1 = drop_4k(t, td, s, o->ka, o->asid);
-    int r2 = r1 < 0 ? -1 : drop_4k(t, td, s, o->kg, global_tag);
+    int r1 = drop_4k(t, s, o->ka, o->asid);
+    int r2 = r1 < 0 ? -1 : drop_4k(t, s, o->kg, global_tag);
     Py_DECREF(s);
     if (r2 < 0)
         return -1;
@@ -526,21 +463,20 @@ leaf_tlb(PyObject *t, PyObject *td, struct op_keys *o, long long *n)
     return 0;
 }
 
-/* mirrors tlb.py:invalidate_va, the walk-cache part for hierarchy h (hd: its __dict__ or
- * NULL), with WalkCache._dropped and _uncounted inlined for the by-ASID case */
+/* mirrors tlb.py:invalidate_va, the walk-cache part for hierarchy h
+ * with WalkCache._dropped and _uncounted inlined for the by-ASID case */
 static int
-walk_cache(PyObject *h, PyObject *hd, struct op_keys *o, long long *n)
+walk_cache(PyObject *h, struct op_keys *o, long long *n)
 {
-    PyObject *w = get(h, hd, s_walk_cache);
+    PyObject *w = get(h, s_walk_cache);
     if (w == NULL)
         return -1;
     int rc = -1;
     PyObject *levels = NULL, *sets = NULL;
     uint64_t mask;
-    PyObject *wd = NULL;                /* getattr: see inst_dict */
-    if (stat_add(w, wd, s_flush_ops, 1) < 0)
+    if (stat_add(w, s_flush_ops, 1) < 0)
         goto done;
-    levels = get(w, wd, s_levels);
+    levels = get(w, s_levels);
     if (levels == NULL)
         goto done;
     int any = PyObject_IsTrue(levels);
@@ -567,11 +503,11 @@ walk_cache(PyObject *h, PyObject *hd, struct op_keys *o, long long *n)
         PyObject *m = PyObject_CallMethodObjArgs(w, s_invalidate_va, o->va, tags, NULL);
         if (m == NULL)
             goto done;
-        rc = add_returned(w, wd, m, n);
+        rc = add_returned(w, m, n);
         Py_DECREF(m);
         goto done;
     }
-    if (sets_of(w, wd, &sets, &mask) < 0)
+    if (sets_of(w, &sets, &mask) < 0)
         goto done;
     for (Py_ssize_t i = 0; i < nl; i++) {
         long level = PyLong_AsLong(PyTuple_GET_ITEM(levels, i));
@@ -592,12 +528,12 @@ walk_cache(PyObject *h, PyObject *hd, struct op_keys *o, long long *n)
             continue;
         }
         Py_DECREF(e);
-        if (unindex(w, wd, s_by_asid, o->asid, k) < 0)
+        if (unindex(w, s_by_asid, o->asid, k) < 0)
             goto done;
         long long c;
-        if (count_down(w, wd, s_level_count, level, &c) < 0 || (c == 0 && update_levels(w, wd) < 0))
+        if (count_down(w, s_level_count, level, &c) < 0 || (c == 0 && update_levels(w) < 0))
             goto done;
-        if (stat_add(w, wd, s_flushed_entries, 1) < 0)
+        if (stat_add(w, s_flushed_entries, 1) < 0)
             goto done;
         *n += 1;
     }
@@ -605,7 +541,6 @@ walk_cache(PyObject *h, PyObject *hd, struct op_keys *o, long long *n)
 done:
     Py_XDECREF(sets);
     Py_XDECREF(levels);
-    Py_XDECREF(wd);
     Py_DECREF(w);
     return rc;
 }
@@ -614,25 +549,19 @@ done:
 static int
 hierarchy(PyObject *h, struct op_keys *o, long long *n)
 {
-    PyObject *hd = inst_dict(h);
-    if (hd == NULL && PyErr_Occurred())
-        return -1;
-    PyObject *leaf = get(h, hd, s_leaf_tlbs);
+    PyObject *leaf = get(h, s_leaf_tlbs);
     PyObject *leaf_seq = leaf == NULL ? NULL : PySequence_Fast(leaf, "_fast_tlbi: _leaf_tlbs must be a sequence");
     Py_XDECREF(leaf);
     int rc = leaf_seq == NULL ? -1 : 0;
     for (Py_ssize_t j = 0; rc == 0 && j < PySequence_Fast_GET_SIZE(leaf_seq); j++) {
         PyObject *t = PySequence_Fast_GET_ITEM(leaf_seq, j);
         Py_INCREF(t);                   /* held while used: a callback could change a list */
-        PyObject *td = inst_dict(t);
-        rc = td == NULL && PyErr_Occurred() ? -1 : leaf_tlb(t, td, o, n);
-        Py_XDECREF(td);
+        rc = leaf_tlb(t, o, n);
         Py_DECREF(t);
     }
     Py_XDECREF(leaf_seq);
     if (rc == 0 && o->tables)
-        rc = walk_cache(h, hd, o, n);
-    Py_XDECREF(hd);
+        rc = walk_cache(h, o, n);
     return rc;
 }
 
@@ -669,16 +598,12 @@ invalidate_va(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (python)
         return PyObject_Vectorcall(python_fn, args, 4, NULL);
 
-    PyObject *od = NULL;                /* getattr: see inst_dict */
-    PyObject *scope = get(op, od, s_scope);
-    if (scope == NULL) {
-        Py_XDECREF(od);
+    PyObject *scope = get(op, s_scope);
+    if (scope == NULL)
         return NULL;
-    }
     o.by_asid = scope == scope_va;
     Py_DECREF(scope);
-    PyObject *last = get(op, od, s_last_level);
-    Py_XDECREF(od);
+    PyObject *last = get(op, s_last_level);
     if (last == NULL)
         return NULL;
     int last_level = PyObject_IsTrue(last);

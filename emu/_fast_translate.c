@@ -42,8 +42,7 @@ static const char *stats_fields[ST_NFIELDS] = {"hits", "misses", "inserts", "evi
 /* One TLB structure (SetAssocTLB), as the closure's `parts` tuple: objects that live as
  * long as it (the sets, the per-ASID index, the stats) and its geometry. */
 typedef struct {
-    PyObject *t;            /* the SetAssocTLB: rng, _dropped, _update_shifts */
-    PyObject *dict;         /* its instance dict: shifts, shift_count */
+    PyObject *t;            /* the SetAssocTLB: shifts, shift_count, rng, _dropped, _update_shifts */
     PyObject *sets;         /* list of dicts */
     uint64_t mask;
     Py_ssize_t ways;
@@ -56,7 +55,6 @@ typedef struct {
     PyObject_HEAD
     PyObject *python;       /* the Python closure: every case not handled here */
     PyObject *cpu, *machine, *tlb;
-    PyObject *cpu_dict, *machine_dict, *tlb_dict;   /* their instance dicts */
     PyObject *regime_type, *wce_type;               /* Regime, WalkCacheEntry: slotted */
     Py_ssize_t rg_asid, rg_epd, rg_pa_bits, rg_wxn, we_table_pa, we_tattrs;
     Part itlb, dtlb, l2;
@@ -87,48 +85,23 @@ static int get_ll(PyObject *o, PyObject *name, long long *out)
     return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
 }
 
-/* The same through an instance dict (the CPU's, the machine's, a TLB's): what getattr does
- * for a plain instance attribute, without the type lookup (the classes define none of
- * these names: checked when a Translator is made). */
-static PyObject *d_get(PyObject *d, PyObject *name)
-{
-    PyObject *v = PyDict_GetItemWithError(d, name);       /* borrowed */
-    if (v == NULL && !PyErr_Occurred())
-        PyErr_SetObject(PyExc_AttributeError, name);
-    return v;
-}
-
-static int d_get_ll(PyObject *d, PyObject *name, long long *out)
-{
-    PyObject *v = d_get(d, name);
-    if (v == NULL)
-        return -1;
-    *out = PyLong_AsLongLong(v);
-    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
-}
-
-static int d_set_ll(PyObject *d, PyObject *name, long long value)
+static int set_ll(PyObject *o, PyObject *name, long long value)
 {
     PyObject *v = PyLong_FromLongLong(value);
     if (v == NULL)
         return -1;
-    int r = PyDict_SetItem(d, name, v);
+    int r = PyObject_SetAttr(o, name, v);
     Py_DECREF(v);
     return r;
 }
 
-static int d_add_ll(PyObject *d, PyObject *name, long long delta)
+/* o.name += delta */
+static int add_ll(PyObject *o, PyObject *name, long long delta)
 {
     long long v;
-    if (d_get_ll(d, name, &v) < 0)
+    if (get_ll(o, name, &v) < 0)
         return -1;
-    return d_set_ll(d, name, v + delta);
-}
-
-static int d_truth(PyObject *d, PyObject *name)
-{
-    PyObject *v = d_get(d, name);
-    return v == NULL ? -1 : PyObject_IsTrue(v);
+    return set_ll(o, name, v + delta);
 }
 
 /* a slot holding an int: += delta (the TLBStats counters, Translation.refs) */
@@ -223,10 +196,9 @@ static int report_stale(Translator *self, PyObject *e, PyObject *va, int acc, Py
     int stale = entry_stale(self, e);
     if (stale <= 0)
         return stale;
-    PyObject *checker = d_get(self->machine_dict, S_checker);
+    PyObject *checker = PyObject_GetAttr(self->machine, S_checker);
     if (checker == NULL)
         return -1;
-    Py_INCREF(checker);
     int r = 0;
     if (checker != Py_None) {
         PyObject *access = PySequence_GetItem(self->access, acc);
@@ -243,7 +215,7 @@ static int report_stale(Translator *self, PyObject *e, PyObject *va, int acc, Py
 /* if cpu._uc_stale: cpu._uc_flush() */
 static int flush_if_stale(Translator *self)
 {
-    int stale = d_truth(self->cpu_dict, S__uc_stale);
+    int stale = truth_attr(self->cpu, S__uc_stale);
     if (stale <= 0)
         return stale;
     PyObject *r = PyObject_CallMethodNoArgs(self->cpu, S__uc_flush);
@@ -364,12 +336,12 @@ static int fill_one(Translator *self, Part *p, uint64_t vpn12, PyObject *k, PyOb
                 goto ev_fail;
             if (refs == 0) {
                 /* NOTE: inlined from Cpu._entry_left (every TLB's on_remove) */
-                if (PyDict_SetItem(self->tlb_dict, S_lost, Py_True) < 0)
+                if (PyObject_SetAttr(self->tlb, S_lost, Py_True) < 0)
                     goto ev_fail;
                 PyObject *id = PyLong_FromVoidPtr(ev);
                 int held = id == NULL ? -1 : PyDict_Contains(self->holds, id);
                 Py_XDECREF(id);
-                if (held < 0 || (held && PyDict_SetItem(self->cpu_dict, S__uc_stale, Py_True) < 0))
+                if (held < 0 || (held && PyObject_SetAttr(self->cpu, S__uc_stale, Py_True) < 0))
                     goto ev_fail;
             }
             counted = 1;
@@ -405,10 +377,9 @@ insert:
     if (PyDict_SetItem(d, k, e) < 0)
         return -1;
     if (!counted) {
-        PyObject *sc = d_get(p->dict, S_shift_count);
+        PyObject *sc = PyObject_GetAttr(p->t, S_shift_count);
         if (sc == NULL)
             return -1;
-        Py_INCREF(sc);
         PyObject *cur = PyList_GetItem(sc, 12);
         long long c = cur == NULL ? -1 : PyLong_AsLongLong(cur);
         if (c == -1 && PyErr_Occurred()) {
@@ -448,20 +419,22 @@ static PyObject *translate(Translator *self, PyObject *va_obj, int acc, PyObject
     long el = PyLong_AsLong(el_obj);
     if (el == -1 && PyErr_Occurred())
         return NULL;
-    PyObject *cd = self->cpu_dict;
-    int tbi = d_truth(cd, S__tbi);
+    int tbi = truth_attr(cpu, S__tbi);
     if (tbi < 0)
         return NULL;
     if (tbi)
         goto python;
-    PyObject *trace = d_get(self->machine_dict, S_trace);
+    PyObject *trace = PyObject_GetAttr(self->machine, S_trace);
     if (trace == NULL)
         return NULL;
+    Py_DECREF(trace);                                /* (compared by identity only) */
     if (trace != Py_None)
         goto python;
     Part *l1 = acc == 2 ? &self->itlb : &self->dtlb;
     Part *l2 = &self->l2;
-    PyObject *sh1 = d_get(l1->dict, S_shifts), *sh2 = sh1 == NULL ? NULL : d_get(l2->dict, S_shifts);
+    PyObject *sh1 = PyObject_GetAttr(l1->t, S_shifts), *sh2 = PyObject_GetAttr(l2->t, S_shifts);
+    Py_XDECREF(sh1);                                 /* (compared by identity, or empty: the TLBs hold them) */
+    Py_XDECREF(sh2);
     if (sh1 == NULL || sh2 == NULL)
         return NULL;
     /* only 4 KB entries held (or none): the closure's `shifts is only_4k` branches */
@@ -469,12 +442,13 @@ static PyObject *translate(Translator *self, PyObject *va_obj, int acc, PyObject
     if ((!l1_4k && PyTuple_GET_SIZE(sh1)) || (!l2_4k && PyTuple_GET_SIZE(sh2)))
         goto python;
 
-    regime = d_get(cd, S_regime);
+    regime = PyObject_GetAttr(cpu, S_regime);
     if (regime == NULL)
         return NULL;
-    if ((PyObject *)Py_TYPE(regime) != self->regime_type)
+    if ((PyObject *)Py_TYPE(regime) != self->regime_type) {
+        Py_DECREF(regime);
         goto python;
-    Py_INCREF(regime);
+    }
     asid_obj = SLOT(regime, self->rg_asid);
     if (asid_obj == NULL) {
         PyErr_SetString(PyExc_AttributeError, "asid");
@@ -504,7 +478,7 @@ static PyObject *translate(Translator *self, PyObject *va_obj, int acc, PyObject
     }
     if (e != NULL) {
         Py_INCREF(e);                                /* (a random-replacement set keeps it too) */
-        if (slot_add(l1->stats, self->st_off[ST_HITS], 1, NULL) < 0 || d_add_ll(cd, S_cycles, self->l1_hit_cycles) < 0
+        if (slot_add(l1->stats, self->st_off[ST_HITS], 1, NULL) < 0 || add_ll(cpu, S_cycles, self->l1_hit_cycles) < 0
             || report_stale(self, e, va_obj, acc, el_obj) < 0) {
             Py_DECREF(e);
             goto fail;
@@ -530,7 +504,7 @@ static PyObject *translate(Translator *self, PyObject *va_obj, int acc, PyObject
         PyObject *r = NULL;
         if (slot_add(l2->stats, self->st_off[ST_HITS], 1, NULL) < 0
             || (r = PyObject_CallMethodObjArgs(l1->t, S_insert, e, va_obj, NULL)) == NULL
-            || d_add_ll(cd, S_cycles, self->l2_hit_cycles) < 0
+            || add_ll(cpu, S_cycles, self->l2_hit_cycles) < 0
             || report_stale(self, e, va_obj, acc, el_obj) < 0 || flush_if_stale(self) < 0) {
             Py_XDECREF(r);
             Py_DECREF(e);
@@ -635,12 +609,12 @@ static PyObject *translate(Translator *self, PyObject *va_obj, int acc, PyObject
     }
     int ng = (desc & self->ng_bit) != 0;
     /* NOTE: mirrors the closure's inlined Cpu._account (a demand walk of one read) */
-    if (d_add_ll(cd, S_walks, 1) < 0 || d_add_ll(cd, S_walk_reads, 1) < 0 || d_get_ll(cd, S_cycles, &cycles) < 0) {
+    if (add_ll(cpu, S_walks, 1) < 0 || add_ll(cpu, S_walk_reads, 1) < 0 || get_ll(cpu, S_cycles, &cycles) < 0) {
         Py_DECREF(perms);
         goto fail;
     }
     cycles += self->descriptor_read + self->walk_cache_hit;
-    if (d_set_ll(cd, S_cycles, cycles) < 0) {
+    if (set_ll(cpu, S_cycles, cycles) < 0) {
         Py_DECREF(perms);
         goto fail;
     }
@@ -723,8 +697,8 @@ static PyObject *translate(Translator *self, PyObject *va_obj, int acc, PyObject
     }
     /* recent[cpu._recent_i & 15] = va; cpu._recent_i += 1 */
     long long ri;
-    if (d_get_ll(cd, S__recent_i, &ri) < 0 || PyList_SetItem(self->recent, ri & 15, (Py_INCREF(va_obj), va_obj)) < 0
-        || d_set_ll(cd, S__recent_i, ri + 1) < 0 || flush_if_stale(self) < 0) {
+    if (get_ll(cpu, S__recent_i, &ri) < 0 || PyList_SetItem(self->recent, ri & 15, (Py_INCREF(va_obj), va_obj)) < 0
+        || set_ll(cpu, S__recent_i, ri + 1) < 0 || flush_if_stale(self) < 0) {
         Py_DECREF(e);
         goto fail;
     }
@@ -757,39 +731,13 @@ static PyObject *Translator_call(Translator *self, PyObject *args, PyObject *kwa
 
 /* ---------------------------------------------------------------- construction */
 
-/* o's instance dict, checking that its class defines none of `names` (so that the dict
- * holds what getattr would return) */
-static PyObject *instance_dict(PyObject *o, const char **names)
-{
-    for (; *names != NULL; names++) {
-        if (PyObject_HasAttrString((PyObject *)Py_TYPE(o), *names)) {
-            PyErr_Format(PyExc_TypeError, "%s.%s is defined on the class", Py_TYPE(o)->tp_name, *names);
-            return NULL;
-        }
-    }
-    PyObject *d = PyObject_GenericGetDict(o, NULL);
-    if (d != NULL && !PyDict_CheckExact(d)) {
-        PyErr_SetString(PyExc_TypeError, "an instance dict that is not a dict");
-        Py_CLEAR(d);
-    }
-    return d;
-}
-
-static const char *tlb_names[] = {"shifts", "shift_count", NULL};
-static const char *cpu_names[] = {"cycles", "walks", "walk_reads", "_recent_i", "_uc_stale", "_tbi", "regime", "el",
-                                  "faults", "_fault", "_probed", "_bus_error", NULL};
-static const char *machine_names[] = {"trace", "checker", NULL};
-static const char *hierarchy_names[] = {"lost", NULL};
-
 static int part_from(Part *p, PyObject *t)
 {
     long long mask, ways;
     int lru;
     p->t = t;
     Py_INCREF(t);
-    p->dict = instance_dict(t, tlb_names);
-    if (p->dict == NULL)
-        return -1;
+
     p->sets = PyObject_GetAttrString(t, "sets");
     p->stats = PyObject_GetAttrString(t, "stats");
     p->by_tag = PyObject_GetAttrString(t, "by_tag");
@@ -819,7 +767,6 @@ static int part_from(Part *p, PyObject *t)
 static void part_clear(Part *p)
 {
     Py_CLEAR(p->t);
-    Py_CLEAR(p->dict);
     Py_CLEAR(p->sets);
     Py_CLEAR(p->stats);
     Py_CLEAR(p->by_tag);
@@ -850,9 +797,6 @@ static void Translator_dealloc(Translator *self)
     Py_CLEAR(self->cpu);
     Py_CLEAR(self->machine);
     Py_CLEAR(self->tlb);
-    Py_CLEAR(self->cpu_dict);
-    Py_CLEAR(self->machine_dict);
-    Py_CLEAR(self->tlb_dict);
     Py_CLEAR(self->regime_type);
     Py_CLEAR(self->wce_type);
     part_clear(&self->itlb);
@@ -947,10 +891,7 @@ static PyObject *Translator_new(PyTypeObject *type, PyObject *args, PyObject *kw
         goto fail;
     self->rg_asid = rg[0]; self->rg_epd = rg[1]; self->rg_pa_bits = rg[2]; self->rg_wxn = rg[3];
     self->we_table_pa = wo[0]; self->we_tattrs = wo[1];
-    if ((self->cpu_dict = instance_dict(cpu, cpu_names)) == NULL
-        || (self->machine_dict = instance_dict(machine, machine_names)) == NULL
-        || (self->tlb_dict = instance_dict(tlb, hierarchy_names)) == NULL)
-        goto fail;
+
     long long wc_mask;
     PyObject *name = PyUnicode_InternFromString("set_mask");
     int r = get_ll(wc, name, &wc_mask);
@@ -1016,13 +957,12 @@ static int fill_entry(FillHook *h, uint64_t va, int access, uc_tlb_entry *entry)
     if (va == h->sentinel_page) {
         /* Unicorn's probe at the end of every run (or a guest fetch in the hole, which
          * Cpu.run recognises by the PC): not a translation the model is asked for */
-        return PyDict_SetItem(h->translate->cpu_dict, S__probed, Py_True) < 0 ? -1 : 0;
+        return PyObject_SetAttr(h->cpu, S__probed, Py_True) < 0 ? -1 : 0;
     }
     int acc = access - 16;                           /* UC_MEM_READ/WRITE/FETCH -> 0/1/2 */
-    PyObject *el_obj = d_get(h->translate->cpu_dict, S_el);
+    PyObject *el_obj = PyObject_GetAttr(h->cpu, S_el);
     if (el_obj == NULL)
         return -1;
-    Py_INCREF(el_obj);
     long el = PyLong_AsLong(el_obj);
     PyObject *va_obj = PyLong_FromUnsignedLongLong(va);
     PyObject *e = va_obj == NULL || (el == -1 && PyErr_Occurred()) ? NULL : translate(h->translate, va_obj, acc, el_obj);
@@ -1032,7 +972,7 @@ static int fill_entry(FillHook *h, uint64_t va, int access, uc_tlb_entry *entry)
         return -1;
     int r = -1;
     if ((PyObject *)Py_TYPE(e) == h->translate->fault_type) {
-        if (PyDict_SetItem(h->translate->cpu_dict, S__fault, e) == 0 && d_add_ll(h->translate->cpu_dict, S_faults, 1) == 0)
+        if (PyObject_SetAttr(h->cpu, S__fault, e) == 0 && add_ll(h->cpu, S_faults, 1) == 0)
             r = 0;
         goto out;
     }
@@ -1051,7 +991,7 @@ static int fill_entry(FillHook *h, uint64_t va, int access, uc_tlb_entry *entry)
         /* no memory behind the PA the model gave: a bus error (an external abort), refused
          * so that Unicorn keeps no entry for it */
         PyObject *t = Py_BuildValue("(iK)", acc, (unsigned long long)paddr);
-        if (t != NULL && PyDict_SetItem(h->translate->cpu_dict, S__bus_error, t) == 0)
+        if (t != NULL && PyObject_SetAttr(h->cpu, S__bus_error, t) == 0)
             r = 0;
         Py_XDECREF(t);
         goto out;
