@@ -1,28 +1,31 @@
 /* The compiled twin of emu/tlb.py:invalidate_va: one completed by-VA TLBI (VA or VAA
  * scope) applied to the TLBs of every CPU it reaches.
  *
- * It works on the same Python objects as the Python function (each SetAssocTLB's dict
- * sets, by_tag index, shift_count, stats, entry refs and on_remove; each WalkCache's sets,
- * by_asid index, level_count, levels and stats), with exactly the same effects in the same
- * order, and reads each attribute where the Python does (a callback may rebind one). What
- * the Python's inlined fast path does not handle either (sizes other than 4 KB held, VAA
- * scope, a walk cache holding L1 tables) goes to the same Python methods the Python calls:
- * t._invalidate_va, t._update_shifts, t.on_remove(e), w._invalidate_va; WalkCache.
- * _update_levels (one table lookup) is mirrored here. Operands whose keys cannot be built
- * from 64-bit arithmetic (a VA outside [0, 2^64), an ASID wider than the tag) go to the
- * Python invalidate_va whole.
+ * An Invalidator is made once per machine (Machine.invalidate_va) from its CPUs' TLB
+ * hierarchies, and keeps of each structure what lives as long as it: the list of dict
+ * sets, the per-ASID index (by_tag, by_asid) and the TLBStats (tlb.py never rebinds them).
+ * It works on those same Python objects, with exactly the same effects in the same order
+ * as the Python, and reads what tlb.py does rebind (shifts, shift_count, levels,
+ * level_count, on_remove) where the Python reads it. What the Python's inlined fast path
+ * does not handle either (sizes other than 4 KB held, VAA scope, a walk cache holding L1
+ * tables) goes to the same Python methods the Python calls: t._invalidate_va,
+ * t._update_shifts, t.on_remove(e), w._invalidate_va; WalkCache._update_levels (one table
+ * lookup) is mirrored here. Operands whose keys cannot be built from 64-bit arithmetic (a
+ * VA outside [0, 2^64), an ASID wider than the tag), and hierarchies of another machine,
+ * go to the Python invalidate_va whole.
  *
  * Keys, as in tlb.py: ((vpn << 6 | shift) << TAG_BITS) | tag, a Python int that may be wider
  * than 64 bits (a kernel VA's 4 KB vpn has 52 bits).
  *
- * Cost: the work is Python object operations (dict lookups and deletions, int counters,
- * the on_remove calls, freeing the entries), so the C saves the interpreter around them,
- * not them. The largest saving over the attribute protocol: slot counters updated through
- * their member descriptors.
+ * Cost: what is left is Python object operations (dict lookups and deletions with int keys
+ * compared by value, int counters, the on_remove calls, freeing the removed entries), the
+ * same on both paths: the C saves the interpreter around them and the attribute lookups
+ * (the counters are slots, stored directly at their offsets).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <structmember.h>          /* PyMember_GetOne, PyMember_SetOne */
+#include <structmember.h>          /* PyMemberDescrObject, T_OBJECT_EX */
+#include <stddef.h>
 #include <stdint.h>
 
 /* shared with tlb.py, set by configure() */
@@ -33,6 +36,8 @@ static PyObject *python_fn;        /* tlb.invalidate_va, for operands handled on
 static PyObject *levels_present;   /* tlb._LEVELS_PRESENT (from python_fn's module), or NULL */
 static unsigned tag_bits;
 static uint64_t global_tag_v;
+static PyTypeObject *stats_type;         /* tlb.TLBStats */
+static PyTypeObject *translation_type;   /* walker.Translation (BlockSlice is a subclass) */
 
 /* attribute names, interned once at module init */
 static PyObject *s_leaf_tlbs, *s_walk_cache, *s_stats, *s_flush_ops, *s_flushed_entries,
@@ -52,107 +57,42 @@ get(PyObject *obj, PyObject *name)
     return PyObject_GetAttr(obj, name);
 }
 
-/* The counters (TLBStats fields, Translation.refs) are slots: they are read and written
- * through their member descriptor (PyMember_GetOne / PyMember_SetOne), found once per class,
- * which is what getattr and setattr do for a slot, without the attribute protocol around. */
-#define MEMBERS 8
-static struct { PyTypeObject *type; PyObject *name; PyObject *descr; } members[MEMBERS];
+/* What an Invalidator keeps of one TLB structure (SetAssocTLB or WalkCache): the objects
+ * that live as long as it (tlb.py never rebinds them; the Python closure of the miss path
+ * keeps them too). What tlb.py does rebind (shifts, shift_count, levels, level_count,
+ * on_remove) is read where the Python reads it. */
+struct part {
+    PyObject *t;            /* the structure */
+    PyObject *sets;         /* list of dicts */
+    uint64_t mask;
+    PyObject *index;        /* by_tag (leaf TLBs) or by_asid (walk cache): tag -> {key: entry} */
+    PyObject *stats;        /* TLBStats */
+};
 
-/* the slot `name` of `type`, NULL (no error set) if it is not a plain member slot */
-static PyMemberDef *
-member_of(PyTypeObject *type, PyObject *name)
-{
-    int i;
-    for (i = 0; i < MEMBERS && members[i].type != NULL; i++)
-        if (members[i].type == type && members[i].name == name)
-            return members[i].descr == NULL ? NULL : ((PyMemberDescrObject *)members[i].descr)->d_member;
-    PyObject *d = PyObject_GetAttr((PyObject *)type, name);
-    if (d == NULL)
-        PyErr_Clear();                      /* getattr on the instance will say why */
-    else if (!Py_IS_TYPE(d, &PyMemberDescr_Type) || (((PyMemberDescrObject *)d)->d_member->flags & READONLY))
-        Py_CLEAR(d);
-    if (i == MEMBERS) {
-        Py_XDECREF(d);                      /* no room to remember it: the attribute protocol */
-        return NULL;
-    }
-    Py_INCREF(type);
-    members[i].type = type;
-    members[i].name = name;                 /* interned, immortal for this module's life */
-    members[i].descr = d;
-    return d == NULL ? NULL : ((PyMemberDescrObject *)d)->d_member;
-}
+/* slot offsets (dataclass(slots=True) member descriptors, checked when an Invalidator is made) */
+static Py_ssize_t off_flush_ops, off_flushed_entries, off_refs;
+#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 
-/* obj.name += delta (a Python int attribute); *out (if given) the new value */
+/* a slot holding an int: += delta; *out (if given) the new value */
 static int
-attr_add_out(PyObject *obj, PyObject *name, long long delta, long long *out)
+slot_add(PyObject *obj, Py_ssize_t off, long long delta, long long *out)
 {
-    PyMemberDef *m = member_of(Py_TYPE(obj), name);
-    PyObject *v = m != NULL ? PyMember_GetOne((const char *)obj, m) : PyObject_GetAttr(obj, name);
-    if (v == NULL)
+    PyObject *v = SLOT(obj, off);
+    if (v == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "_fast_tlbi: an unset counter slot");
         return -1;
-    PyObject *r = NULL;
-    if (PyLong_CheckExact(v)) {
-        int overflow;
-        long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
-        if (!overflow && !(x == -1 && PyErr_Occurred()))
-            r = PyLong_FromLongLong(x + delta);
     }
-    if (r == NULL && !PyErr_Occurred()) {       /* not a small exact int: Python's + */
-        PyObject *d = PyLong_FromLongLong(delta);
-        if (d != NULL) {
-            r = PyNumber_InPlaceAdd(v, d);
-            Py_DECREF(d);
-        }
-    }
-    Py_DECREF(v);
+    long long x = PyLong_AsLongLong(v);
+    if (x == -1 && PyErr_Occurred())
+        return -1;
+    PyObject *r = PyLong_FromLongLong(x + delta);
     if (r == NULL)
         return -1;
-    if (out != NULL && (*out = PyLong_AsLongLong(r)) == -1 && PyErr_Occurred()) {
-        Py_DECREF(r);
-        return -1;
-    }
-    int rc = m != NULL ? PyMember_SetOne((char *)obj, m, r) : PyObject_SetAttr(obj, name, r);
-    Py_DECREF(r);
-    return rc;
-}
-
-static int
-attr_add(PyObject *obj, PyObject *name, long long delta)
-{
-    return attr_add_out(obj, name, delta, NULL);
-}
-
-/* obj.stats.name += delta */
-static int
-stat_add(PyObject *obj, PyObject *name, long long delta)
-{
-    PyObject *stats = get(obj, s_stats);
-    if (stats == NULL)
-        return -1;
-    int rc = attr_add(stats, name, delta);
-    Py_DECREF(stats);
-    return rc;
-}
-
-/* obj.stats.flushed_entries += m, m the int a Python method returned */
-static int
-stat_add_obj(PyObject *obj, PyObject *m)
-{
-    PyObject *stats = get(obj, s_stats);
-    if (stats == NULL)
-        return -1;
-    PyObject *v = PyObject_GetAttr(stats, s_flushed_entries);
-    int rc = -1;
-    if (v != NULL) {
-        PyObject *r = PyNumber_InPlaceAdd(v, m);
-        Py_DECREF(v);
-        if (r != NULL) {
-            rc = PyObject_SetAttr(stats, s_flushed_entries, r);
-            Py_DECREF(r);
-        }
-    }
-    Py_DECREF(stats);
-    return rc;
+    SLOT(obj, off) = r;
+    Py_DECREF(v);
+    if (out != NULL)
+        *out = x + delta;
+    return 0;
 }
 
 /* ((vpn << 6 | shift) << tag_bits) | tag as a Python int, wider than 64 bits if need be */
@@ -178,28 +118,6 @@ make_key(uint64_t vpn, unsigned shift, uint64_t tag)
     Py_XDECREF(sh);
     Py_DECREF(v);
     return k;
-}
-
-/* obj.sets (a new reference to a list) and obj.set_mask, read once as the Python does */
-static int
-sets_of(PyObject *obj, PyObject **sets, uint64_t *mask)
-{
-    PyObject *maskobj = get(obj, s_set_mask);
-    if (maskobj == NULL)
-        return -1;
-    *mask = PyLong_AsUnsignedLongLong(maskobj);
-    Py_DECREF(maskobj);
-    if (*mask == (uint64_t)-1 && PyErr_Occurred())
-        return -1;
-    *sets = get(obj, s_sets);
-    if (*sets == NULL)
-        return -1;
-    if (!PyList_CheckExact(*sets)) {
-        PyErr_SetString(PyExc_TypeError, "_fast_tlbi: a TLB's sets must be a list");
-        Py_CLEAR(*sets);
-        return -1;
-    }
-    return 0;
 }
 
 /* sets[vpn & mask], a borrowed reference to an exact dict (sets is held by the caller) */
@@ -234,45 +152,26 @@ dict_pop(PyObject *s, PyObject *k)
     return e;
 }
 
-/* mirrors `d = index[tag]; del d[k]; if not d: del index[tag]` (by_tag, by_asid), with
- * owner.<index_name> */
+/* mirrors `d = index[tag]; del d[k]; if not d: del index[tag]` (by_tag, by_asid: dicts of
+ * dicts, as tlb.py builds them) */
 static int
-unindex(PyObject *owner, PyObject *index_name, PyObject *tag, PyObject *k)
+unindex(PyObject *index, PyObject *tag, PyObject *k)
 {
-    PyObject *index = get(owner, index_name);
-    if (index == NULL)
+    PyObject *d = PyDict_GetItemWithError(index, tag);
+    if (d == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetObject(PyExc_KeyError, tag);
         return -1;
-    int rc = -1;
-    if (PyDict_CheckExact(index)) {
-        /* dicts of dicts, as tlb.py builds them: the same operations without the dispatch */
-        PyObject *d = PyDict_GetItemWithError(index, tag);
-        if (d == NULL) {
-            if (!PyErr_Occurred())
-                PyErr_SetObject(PyExc_KeyError, tag);
-            Py_DECREF(index);
-            return -1;
-        }
-        if (PyDict_CheckExact(d)) {
-            Py_INCREF(d);
-            if (PyDict_DelItem(d, k) == 0)
-                rc = PyDict_GET_SIZE(d) ? 0 : PyDict_DelItem(index, tag);
-            Py_DECREF(d);
-            Py_DECREF(index);
-            return rc;
-        }
     }
-    PyObject *d = PyObject_GetItem(index, tag);
-    if (d != NULL) {
-        if (PyObject_DelItem(d, k) == 0) {
-            int full = PyObject_IsTrue(d);
-            if (full == 0)
-                rc = PyObject_DelItem(index, tag);
-            else if (full > 0)
-                rc = 0;
-        }
-        Py_DECREF(d);
+    if (!PyDict_CheckExact(d)) {
+        PyErr_SetString(PyExc_TypeError, "_fast_tlbi: an index entry must be a dict");
+        return -1;
     }
-    Py_DECREF(index);
+    Py_INCREF(d);
+    int rc = PyDict_DelItem(d, k);
+    if (rc == 0 && PyDict_GET_SIZE(d) == 0)
+        rc = PyDict_DelItem(index, tag);
+    Py_DECREF(d);
     return rc;
 }
 
@@ -319,12 +218,13 @@ call_method0(PyObject *obj, PyObject *name)
 /* mirrors tlb.py:invalidate_va, the 4 KB unrolled loop body (SetAssocTLB._dropped_4k
  * inlined) for one key k of tag `tag` popped from set s: 1 if removed, 0 if absent, -1 */
 static int
-drop_4k(PyObject *t, PyObject *s, PyObject *k, PyObject *tag)
+drop_4k(struct part *p, PyObject *s, PyObject *k, PyObject *tag)
 {
+    PyObject *t = p->t;
     PyObject *e = dict_pop(s, k);
     if (e == NULL)
         return PyErr_Occurred() ? -1 : 0;
-    if (unindex(t, s_by_tag, tag, k) < 0 || stat_add(t, s_flushed_entries, 1) < 0)
+    if (unindex(p->index, tag, k) < 0 || slot_add(p->stats, off_flushed_entries, 1, NULL) < 0)
         goto fail;
     long long c;
     if (count_down(t, s_shift_count, 12, &c) < 0)
@@ -338,8 +238,12 @@ drop_4k(PyObject *t, PyObject *s, PyObject *k, PyObject *tag)
         if (only ? PyObject_SetAttr(t, s_shifts, empty_tuple) < 0 : call_method0(t, s_update_shifts) < 0)
             goto fail;
     }
-    long long r;                        /* e.refs -= 1, then read back (a slot) */
-    if (attr_add_out(e, s_refs, -1, &r) < 0)
+    long long r;                        /* e.refs -= 1, then read back */
+    if (!PyObject_TypeCheck(e, translation_type)) {
+        PyErr_SetString(PyExc_TypeError, "_fast_tlbi: a TLB entry is not a Translation");
+        goto fail;
+    }
+    if (slot_add(e, off_refs, -1, &r) < 0)
         goto fail;
     if (r == 0) {
         PyObject *on_remove = get(t, s_on_remove);
@@ -391,15 +295,15 @@ update_levels(PyObject *w)
 /* n += m where m is what a Python _invalidate_va returned; mirrors
  * `if m: x.stats.flushed_entries += m; n += m` */
 static int
-add_returned(PyObject *x, PyObject *m, long long *n)
+add_returned(struct part *p, PyObject *m, long long *n)
 {
     int truth = PyObject_IsTrue(m);
     if (truth <= 0)
         return truth;
-    if (stat_add_obj(x, m) < 0)
-        return -1;
     long long v = PyLong_AsLongLong(m);
     if (v == -1 && PyErr_Occurred())
+        return -1;
+    if (slot_add(p->stats, off_flushed_entries, v, NULL) < 0)
         return -1;
     *n += v;
     return 0;
@@ -415,11 +319,12 @@ struct op_keys {
     PyObject *leaf_tags, *wc_tags;   /* the tags argument of _invalidate_va, built when first needed */
 };
 
-/* mirrors tlb.py:invalidate_va, the loop body for one leaf TLB t */
+/* mirrors tlb.py:invalidate_va, the loop body for one leaf TLB */
 static int
-leaf_tlb(PyObject *t, struct op_keys *o, long long *n)
+leaf_tlb(struct part *p, struct op_keys *o, long long *n)
 {
-    if (stat_add(t, s_flush_ops, 1) < 0)
+    PyObject *t = p->t;
+    if (slot_add(p->stats, off_flush_ops, 1, NULL) < 0)
         return -1;
     PyObject *shifts = get(t, s_shifts);
     if (shifts == NULL)
@@ -440,22 +345,17 @@ leaf_tlb(PyObject *t, struct op_keys *o, long long *n)
         PyObject *m = PyObject_CallMethodObjArgs(t, s_invalidate_va, o->va, tags, NULL);
         if (m == NULL)
             return -1;
-        int rc = add_returned(t, m, n);
+        int rc = add_returned(p, m, n);
         Py_DECREF(m);
         return rc;
     }
     /* the 4 KB unrolled case */
-    PyObject *sets;
-    uint64_t mask;
-    if (sets_of(t, &sets, &mask) < 0)
-        return -1;
-    PyObject *s = pick_set(sets, mask, o->vpn12);
+    PyObject *s = pick_set(p->sets, p->mask, o->vpn12);
     Py_XINCREF(s);                      /* held: on_remove could change the list */
-    Py_DECREF(sets);
     if (s == NULL)
         return -1;
-    int r1 = drop_4k(t, s, o->ka, o->asid);
-    int r2 = r1 < 0 ? -1 : drop_4k(t, s, o->kg, global_tag);
+    int r1 = drop_4k(p, s, o->ka, o->asid);
+    int r2 = r1 < 0 ? -1 : drop_4k(p, s, o->kg, global_tag);
     Py_DECREF(s);
     if (r2 < 0)
         return -1;
@@ -463,22 +363,18 @@ leaf_tlb(PyObject *t, struct op_keys *o, long long *n)
     return 0;
 }
 
-/* mirrors tlb.py:invalidate_va, the walk-cache part for hierarchy h
- * with WalkCache._dropped and _uncounted inlined for the by-ASID case */
+/* mirrors tlb.py:invalidate_va, the walk-cache part for one hierarchy, with
+ * WalkCache._dropped and _uncounted inlined for the by-ASID case */
 static int
-walk_cache(PyObject *h, struct op_keys *o, long long *n)
+walk_cache(struct part *p, struct op_keys *o, long long *n)
 {
-    PyObject *w = get(h, s_walk_cache);
-    if (w == NULL)
-        return -1;
+    PyObject *w = p->t;
     int rc = -1;
-    PyObject *levels = NULL, *sets = NULL;
-    uint64_t mask;
-    if (stat_add(w, s_flush_ops, 1) < 0)
-        goto done;
-    levels = get(w, s_levels);
+    if (slot_add(p->stats, off_flush_ops, 1, NULL) < 0)
+        return -1;
+    PyObject *levels = get(w, s_levels);
     if (levels == NULL)
-        goto done;
+        return -1;
     int any = PyObject_IsTrue(levels);
     if (any <= 0) {
         rc = any;
@@ -503,12 +399,10 @@ walk_cache(PyObject *h, struct op_keys *o, long long *n)
         PyObject *m = PyObject_CallMethodObjArgs(w, s_invalidate_va, o->va, tags, NULL);
         if (m == NULL)
             goto done;
-        rc = add_returned(w, m, n);
+        rc = add_returned(p, m, n);
         Py_DECREF(m);
         goto done;
     }
-    if (sets_of(w, &sets, &mask) < 0)
-        goto done;
     for (Py_ssize_t i = 0; i < nl; i++) {
         long level = PyLong_AsLong(PyTuple_GET_ITEM(levels, i));
         if (level == -1 && PyErr_Occurred())
@@ -518,7 +412,7 @@ walk_cache(PyObject *h, struct op_keys *o, long long *n)
             goto done;
         }
         PyObject *k = level == 2 ? o->k2 : o->k3;
-        PyObject *s = pick_set(sets, mask, level == 2 ? o->v2 : o->v3);
+        PyObject *s = pick_set(p->sets, p->mask, level == 2 ? o->v2 : o->v3);
         if (s == NULL)
             goto done;
         PyObject *e = dict_pop(s, k);
@@ -528,53 +422,185 @@ walk_cache(PyObject *h, struct op_keys *o, long long *n)
             continue;
         }
         Py_DECREF(e);
-        if (unindex(w, s_by_asid, o->asid, k) < 0)
+        if (unindex(p->index, o->asid, k) < 0)
             goto done;
         long long c;
         if (count_down(w, s_level_count, level, &c) < 0 || (c == 0 && update_levels(w) < 0))
             goto done;
-        if (stat_add(w, s_flushed_entries, 1) < 0)
+        if (slot_add(p->stats, off_flushed_entries, 1, NULL) < 0)
             goto done;
         *n += 1;
     }
     rc = 0;
 done:
-    Py_XDECREF(sets);
-    Py_XDECREF(levels);
-    Py_DECREF(w);
+    Py_DECREF(levels);
     return rc;
 }
 
-/* one CPU's TLBs: mirrors the body of `for h in hierarchies` in tlb.py:invalidate_va */
-static int
-hierarchy(PyObject *h, struct op_keys *o, long long *n)
+/* ---------------------------------------------------------------- Invalidator */
+
+/* One CPU's TLBs as the Invalidator keeps them: the TLBHierarchy, its leaf TLBs in
+ * `_leaf_tlbs` order, its walk cache. */
+struct cpu_tlbs {
+    PyObject *h;
+    Py_ssize_t nleaf;
+    struct part leaf[4];
+    struct part wc;
+};
+
+/* Invalidator(hierarchies): the compiled invalidate_va of one machine, knowing its CPUs'
+ * TLBs (Machine.tlbs); called as invalidate_va(hierarchies, op, va, asid). A call naming a
+ * hierarchy it does not know goes to the Python whole. */
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    Py_ssize_t ncpus;
+    struct cpu_tlbs *cpus;
+} Invalidator;
+
+static PyObject *Invalidator_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames);
+
+static int part_of(struct part *p, PyObject *t, PyObject *index_name)
 {
-    PyObject *leaf = get(h, s_leaf_tlbs);
-    PyObject *leaf_seq = leaf == NULL ? NULL : PySequence_Fast(leaf, "_fast_tlbi: _leaf_tlbs must be a sequence");
-    Py_XDECREF(leaf);
-    int rc = leaf_seq == NULL ? -1 : 0;
-    for (Py_ssize_t j = 0; rc == 0 && j < PySequence_Fast_GET_SIZE(leaf_seq); j++) {
-        PyObject *t = PySequence_Fast_GET_ITEM(leaf_seq, j);
-        Py_INCREF(t);                   /* held while used: a callback could change a list */
-        rc = leaf_tlb(t, o, n);
-        Py_DECREF(t);
+    p->t = t;
+    Py_INCREF(t);
+    p->sets = get(t, s_sets);
+    p->index = get(t, index_name);
+    p->stats = get(t, s_stats);
+    PyObject *mask = get(t, s_set_mask);
+    if (p->sets == NULL || p->index == NULL || p->stats == NULL || mask == NULL) {
+        Py_XDECREF(mask);
+        return -1;
     }
-    Py_XDECREF(leaf_seq);
-    if (rc == 0 && o->tables)
-        rc = walk_cache(h, o, n);
-    return rc;
+    p->mask = PyLong_AsUnsignedLongLong(mask);
+    Py_DECREF(mask);
+    if (p->mask == (uint64_t)-1 && PyErr_Occurred())
+        return -1;
+    if (!PyList_CheckExact(p->sets) || !PyDict_CheckExact(p->index) || !PyObject_TypeCheck(p->stats, stats_type)) {
+        PyErr_SetString(PyExc_TypeError, "_fast_tlbi: a TLB's sets must be a list of dicts, its index a dict, "
+                                         "its stats a TLBStats");
+        return -1;
+    }
+    return 0;
+}
+
+static void part_clear(struct part *p)
+{
+    Py_CLEAR(p->t);
+    Py_CLEAR(p->sets);
+    Py_CLEAR(p->index);
+    Py_CLEAR(p->stats);
+}
+
+static void Invalidator_release(Invalidator *self)
+{
+    if (self->cpus == NULL)
+        return;
+    for (Py_ssize_t i = 0; i < self->ncpus; i++) {
+        struct cpu_tlbs *c = &self->cpus[i];
+        Py_CLEAR(c->h);
+        for (Py_ssize_t j = 0; j < c->nleaf; j++)
+            part_clear(&c->leaf[j]);
+        part_clear(&c->wc);
+    }
+    PyMem_Free(self->cpus);
+    self->cpus = NULL;
+    self->ncpus = 0;
+}
+
+static PyObject *Invalidator_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    static char *names[] = {"hierarchies", NULL};
+    PyObject *hs;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O:Invalidator", names, &hs))
+        return NULL;
+    if (python_fn == NULL || stats_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_fast_tlbi.configure() was not called");
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(hs, "Invalidator: hierarchies must be a sequence");
+    if (seq == NULL)
+        return NULL;
+    Invalidator *self = (Invalidator *)type->tp_alloc(type, 0);
+    if (self == NULL)
+        goto fail;
+    self->vectorcall = Invalidator_call;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    self->cpus = PyMem_Calloc(n ? n : 1, sizeof(struct cpu_tlbs));
+    if (self->cpus == NULL) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        struct cpu_tlbs *c = &self->cpus[i];
+        self->ncpus = i + 1;
+        c->h = PySequence_Fast_GET_ITEM(seq, i);
+        Py_INCREF(c->h);
+        PyObject *leaf = get(c->h, s_leaf_tlbs);
+        PyObject *ls = leaf == NULL ? NULL : PySequence_Fast(leaf, "Invalidator: _leaf_tlbs must be a sequence");
+        Py_XDECREF(leaf);
+        if (ls == NULL)
+            goto fail;
+        if (PySequence_Fast_GET_SIZE(ls) > 4) {
+            Py_DECREF(ls);
+            PyErr_SetString(PyExc_ValueError, "Invalidator: more than 4 leaf TLBs");
+            goto fail;
+        }
+        for (Py_ssize_t j = 0; j < PySequence_Fast_GET_SIZE(ls); j++) {
+            c->nleaf = j + 1;
+            if (part_of(&c->leaf[j], PySequence_Fast_GET_ITEM(ls, j), s_by_tag) < 0) {
+                Py_DECREF(ls);
+                goto fail;
+            }
+        }
+        Py_DECREF(ls);
+        PyObject *w = get(c->h, s_walk_cache);
+        int r = w == NULL ? -1 : part_of(&c->wc, w, s_by_asid);
+        Py_XDECREF(w);
+        if (r < 0)
+            goto fail;
+    }
+    Py_DECREF(seq);
+    return (PyObject *)self;
+fail:
+    Py_DECREF(seq);
+    Py_XDECREF(self);
+    return NULL;
+}
+
+static void Invalidator_dealloc(Invalidator *self)
+{
+    PyObject_GC_UnTrack(self);
+    Invalidator_release(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int Invalidator_traverse(Invalidator *self, visitproc visit, void *arg)
+{
+    for (Py_ssize_t i = 0; i < self->ncpus; i++) {
+        struct cpu_tlbs *c = &self->cpus[i];
+        Py_VISIT(c->h);
+        for (Py_ssize_t j = 0; j < c->nleaf; j++)
+            Py_VISIT(c->leaf[j].t);
+        Py_VISIT(c->wc.t);
+    }
+    return 0;
+}
+
+static int Invalidator_clear(Invalidator *self)
+{
+    Invalidator_release(self);
+    return 0;
 }
 
 /* invalidate_va(hierarchies, op, va, asid) -> entries removed; see tlb.py:invalidate_va */
 static PyObject *
-invalidate_va(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+Invalidator_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
-    if (nargs != 4) {
-        PyErr_Format(PyExc_TypeError, "invalidate_va expected 4 arguments, got %zd", nargs);
-        return NULL;
-    }
-    if (python_fn == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "_fast_tlbi.configure() was not called");
+    Invalidator *self = (Invalidator *)callable;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    if (nargs != 4 || kwnames != NULL) {
+        PyErr_Format(PyExc_TypeError, "invalidate_va expected 4 positional arguments, got %zd", nargs);
         return NULL;
     }
     PyObject *hierarchies = args[0], *op = args[1], *va = args[2], *asid = args[3];
@@ -595,44 +621,66 @@ invalidate_va(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         } else if (asid_v >> tag_bits)                         /* would spill out of the tag */
             python = 1;
     }
-    if (python)
+    /* every hierarchy named must be one of this machine's (in Machine.tlbs order, as the
+     * callers pass them: a cursor finds each) */
+    Py_ssize_t nh = python ? 0 : PySequence_Fast_GET_SIZE(hierarchies);
+    struct cpu_tlbs *stack_reach[16], **reach = nh <= 16 ? stack_reach : PyMem_Malloc(nh * sizeof *reach);
+    if (reach == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0, cur = 0; !python && i < nh; i++) {
+        PyObject *h = PySequence_Fast_GET_ITEM(hierarchies, i);
+        Py_ssize_t j = 0;
+        for (; j < self->ncpus && self->cpus[(cur + j) % self->ncpus].h != h; j++)
+            ;
+        if (j == self->ncpus)
+            python = 1;
+        else {
+            cur = (cur + j) % self->ncpus;
+            reach[i] = &self->cpus[cur];
+        }
+    }
+    if (python) {
+        if (reach != stack_reach)
+            PyMem_Free(reach);
         return PyObject_Vectorcall(python_fn, args, 4, NULL);
+    }
 
+    PyObject *result = NULL;
+    long long n = 0;
     PyObject *scope = get(op, s_scope);
     if (scope == NULL)
-        return NULL;
+        goto done;
     o.by_asid = scope == scope_va;
     Py_DECREF(scope);
     PyObject *last = get(op, s_last_level);
     if (last == NULL)
-        return NULL;
+        goto done;
     int last_level = PyObject_IsTrue(last);
     Py_DECREF(last);
     if (last_level < 0)
-        return NULL;
+        goto done;
     o.tables = !last_level;
     o.vpn12 = va_v >> 12;
     o.v2 = va_v >> 30;                      /* the L2- and L3-table regions: _region_shift */
     o.v3 = va_v >> 21;
-
-    PyObject *result = NULL;
-    long long n = 0;
     if ((o.ka = make_key(o.vpn12, 12, asid_v)) == NULL || (o.kg = make_key(o.vpn12, 12, global_tag_v)) == NULL)
         goto done;
     if (o.tables && o.by_asid
         && ((o.k2 = make_key(o.v2, 2, asid_v)) == NULL || (o.k3 = make_key(o.v3, 3, asid_v)) == NULL))
         goto done;
-    /* a list or tuple: its items are read as Python's `for h in hierarchies` would */
-    for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(hierarchies); i++) {
-        PyObject *h = PySequence_Fast_GET_ITEM(hierarchies, i);
-        Py_INCREF(h);                   /* held while used: a callback could change the list */
-        int rc = hierarchy(h, &o, &n);
-        Py_DECREF(h);
-        if (rc < 0)
+    /* mirrors `for h in hierarchies: for t in h._leaf_tlbs: ...; if tables: <walk cache>` */
+    for (Py_ssize_t i = 0; i < nh; i++) {
+        struct cpu_tlbs *c = reach[i];
+        for (Py_ssize_t j = 0; j < c->nleaf; j++)
+            if (leaf_tlb(&c->leaf[j], &o, &n) < 0)
+                goto done;
+        if (o.tables && walk_cache(&c->wc, &o, &n) < 0)
             goto done;
     }
     result = PyLong_FromLongLong(n);
 done:
+    if (reach != stack_reach)
+        PyMem_Free(reach);
     Py_XDECREF(o.ka);
     Py_XDECREF(o.kg);
     Py_XDECREF(o.k2);
@@ -642,15 +690,58 @@ done:
     return result;
 }
 
-/* configure(*, only_4k, tag_bits, global_tag, scope_va, python): what tlb.py shares */
+static PyTypeObject InvalidatorType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "emu._fast_tlbi.Invalidator",
+    .tp_doc = PyDoc_STR("invalidate_va(hierarchies, op, va, asid) of one machine: emu/tlb.py:invalidate_va, compiled"),
+    .tp_basicsize = sizeof(Invalidator),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(Invalidator, vectorcall),
+    .tp_new = Invalidator_new,
+    .tp_dealloc = (destructor)Invalidator_dealloc,
+    .tp_traverse = (traverseproc)Invalidator_traverse,
+    .tp_clear = (inquiry)Invalidator_clear,
+    .tp_call = PyVectorcall_Call,
+};
+
+/* the slot `name` of `type` (a dataclass(slots=True) field holding an object) */
+static Py_ssize_t
+slot_offset(PyTypeObject *type, PyObject *name)
+{
+    PyObject *d = PyObject_GetAttr((PyObject *)type, name);
+    if (d == NULL)
+        return -1;
+    Py_ssize_t off = -1;
+    if (Py_IS_TYPE(d, &PyMemberDescr_Type) && ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX
+        && !(((PyMemberDescrObject *)d)->d_member->flags & READONLY))
+        off = ((PyMemberDescrObject *)d)->d_member->offset;
+    else
+        PyErr_Format(PyExc_TypeError, "configure: %R is not a slot of %s", name, type->tp_name);
+    Py_DECREF(d);
+    return off;
+}
+
+/* configure(*, only_4k, tag_bits, global_tag, scope_va, python, stats, translation): what
+ * tlb.py shares */
 static PyObject *
 configure(PyObject *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"only_4k", "tag_bits", "global_tag", "scope_va", "python", NULL};
+    static char *kwlist[] = {"only_4k", "tag_bits", "global_tag", "scope_va", "python", "stats", "translation",
+                             NULL};
     PyObject *o4k, *gt, *sva, *py;
+    PyTypeObject *st, *tt;
     unsigned int tb;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$OIOOO:configure", kwlist, &o4k, &tb, &gt, &sva, &py))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$OIOOOO!O!:configure", kwlist, &o4k, &tb, &gt, &sva, &py,
+                                     &PyType_Type, &st, &PyType_Type, &tt))
         return NULL;
+    if ((off_flush_ops = slot_offset(st, s_flush_ops)) < 0
+        || (off_flushed_entries = slot_offset(st, s_flushed_entries)) < 0
+        || (off_refs = slot_offset(tt, s_refs)) < 0)
+        return NULL;
+    Py_INCREF(st);
+    Py_INCREF(tt);
+    Py_XSETREF(stats_type, st);
+    Py_XSETREF(translation_type, tt);
     if (tb < 1 || tb > 32) {
         PyErr_SetString(PyExc_ValueError, "configure: tag_bits must be in 1..32");
         return NULL;
@@ -692,10 +783,8 @@ configure(PyObject *self, PyObject *args, PyObject *kwargs)
 
 static PyMethodDef methods[] = {
     {"configure", (PyCFunction)(void (*)(void))configure, METH_VARARGS | METH_KEYWORDS,
-     "configure(*, only_4k, tag_bits, global_tag, scope_va, python): the constants of emu/tlb.py "
-     "and its invalidate_va (the fallback for operands outside 64-bit keys)."},
-    {"invalidate_va", (PyCFunction)(void (*)(void))invalidate_va, METH_FASTCALL,
-     "invalidate_va(hierarchies, op, va, asid) -> int: emu/tlb.py:invalidate_va, compiled."},
+     "configure(*, only_4k, tag_bits, global_tag, scope_va, python, stats, translation): the constants "
+     "and types of emu/tlb.py, and its invalidate_va (the fallback for what the C does not handle)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -724,5 +813,16 @@ PyInit__fast_tlbi(void)
         return NULL;
     if (zero == NULL && (zero = PyLong_FromLong(0)) == NULL)
         return NULL;
-    return PyModule_Create(&module);
+    if (PyType_Ready(&InvalidatorType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    Py_INCREF(&InvalidatorType);
+    if (PyModule_AddObject(m, "Invalidator", (PyObject *)&InvalidatorType) < 0) {
+        Py_DECREF(&InvalidatorType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

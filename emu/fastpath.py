@@ -1,8 +1,9 @@
 """The compiled fast paths, and the switch between them and the Python they mirror.
 
 Two functions run for nearly every event a teardown study makes: the translation of a
-Unicorn TLB miss (Cpu._build_translate) and a completed by-VA TLBI reaching every CPU
-(tlb.invalidate_va). Each has a C twin (emu/_fast_translate.c, emu/_fast_tlbi.c) that
+Unicorn TLB miss (Cpu._build_translate, and the fill hook around it) and a completed by-VA
+TLBI reaching every CPU (tlb.invalidate_va). Each has a C twin (emu/_fast_translate.c:
+Translator, FillHook; emu/_fast_tlbi.c: Invalidator, one per machine) that
 works on the same Python objects (the same dict sets, Translation entries, statistics
 and indexes) with the same effects in the same order, and hands every case it does not
 handle to the Python function before changing anything. The Python stays the reference:
@@ -54,11 +55,11 @@ def resolve(fast: bool | None) -> bool:
 
 
 # the compiled functions, given what they share with the Python (set up once, at import)
-invalidate_va = None
 Translator = _fast_translate.Translator if built() else None
 FillHook = _fast_translate.FillHook if built() else None
+Invalidator = _fast_tlbi.Invalidator if built() else None     # Invalidator(machine.tlbs)(hierarchies, op, va, asid)
 if built():
-    from .tlb import _ONLY_4K, _TAG_BITS, _VA, GLOBAL_TAG, invalidate_va as _invalidate_va_py
+    from .tlb import _ONLY_4K, _TAG_BITS, _VA, GLOBAL_TAG, TLBStats, invalidate_va as _invalidate_va_py
+    from .walker import Translation
     _fast_tlbi.configure(only_4k=_ONLY_4K, tag_bits=_TAG_BITS, global_tag=GLOBAL_TAG, scope_va=_VA,
-                         python=_invalidate_va_py)
-    invalidate_va = _fast_tlbi.invalidate_va
+                         python=_invalidate_va_py, stats=TLBStats, translation=Translation)

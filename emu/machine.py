@@ -41,8 +41,6 @@ class Machine:
         self.instrument = instrument
         self.parange_bits = parange_bits
         self.fast = fastpath.resolve(fast)           # the compiled twins of the two hottest paths
-        # a completed by-VA TLBI, applied to every TLB it reaches (emu/fastpath.py)
-        self.invalidate_va = fastpath.invalidate_va if self.fast else invalidate_va
         self.trace = Trace() if trace is True else (trace or None)
         self.mem = PhysMem(mem_size)
         self.frames = FrameAllocator(self.mem)
@@ -54,6 +52,8 @@ class Machine:
         self.mem.write_listeners.append(self._host_wrote)
         self.cpus = [Cpu(self, i) for i in range(ncpus)]
         self.tlbs = [cpu.tlb for cpu in self.cpus]       # what a broadcast TLBI reaches
+        # a completed by-VA TLBI, applied to every TLB it reaches (emu/fastpath.py)
+        self.invalidate_va = fastpath.Invalidator(self.tlbs) if self.fast else invalidate_va
 
     # ---------------------------------------------------------------- code coherence
     def code_fetched(self, pa: int) -> None:

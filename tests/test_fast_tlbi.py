@@ -131,7 +131,7 @@ class Pair:
         preset, ncpus = core(rnd), rnd.choice([1, 2, 4])
         self.py, self.c = build(seed, preset, ncpus, False), build(seed, preset, ncpus, True)
         assert self.py.invalidate_va is tlb.invalidate_va
-        assert self.c.invalidate_va is fastpath.invalidate_va
+        assert isinstance(self.c.invalidate_va, fastpath.Invalidator)
         self.logs = (record_removals(self.py), record_removals(self.c))
         self.rnd = rnd
         self.as16 = preset.asid_bits == 16
@@ -254,20 +254,42 @@ def test_empty_structures_and_unusual_operands():
 def test_bad_arguments_raise_typed_errors():
     m = Machine(ncpus=1, fast=True)
     with pytest.raises(TypeError):
-        fastpath.invalidate_va(m.tlbs, TLBIOp.VAE1IS, DATA)
-    with pytest.raises(AttributeError):
-        fastpath.invalidate_va([object()], TLBIOp.VAE1IS, DATA, 5)
+        m.invalidate_va(m.tlbs, TLBIOp.VAE1IS, DATA)
+    with pytest.raises(AttributeError):         # not one of its machine's TLBs: the Python's own error
+        m.invalidate_va([object()], TLBIOp.VAE1IS, DATA, 5)
 
 
 def test_machine_uses_the_compiled_path_by_default_when_built(monkeypatch):
     monkeypatch.delenv(fastpath.PURE_ENV, raising=False)
     m = Machine(ncpus=1)
     if fastpath.built():
-        assert m.fast and m.invalidate_va is fastpath.invalidate_va
-        assert fastpath.invalidate_va.__module__ == "emu._fast_tlbi"
+        assert m.fast and isinstance(m.invalidate_va, fastpath.Invalidator)
+        assert type(m.invalidate_va).__module__ == "emu._fast_tlbi"
     else:
         assert not m.fast and m.invalidate_va is tlb.invalidate_va
     monkeypatch.setenv(fastpath.PURE_ENV, "1")
     m = Machine(ncpus=1)
     assert not m.fast and m.invalidate_va is tlb.invalidate_va
     assert Machine(ncpus=1, fast=False).invalidate_va is tlb.invalidate_va
+
+
+@needs_built
+@pytest.mark.parametrize("order", ["own", "reversed", "other machine", "mixed"])
+def test_any_hierarchies_in_any_order(order):
+    """A machine's invalidator is given the hierarchies a TLBI reaches: its own in any order
+    and number (found by a cursor), or another machine's (those go to the Python whole)."""
+    preset = load_preset("cortex-a72")
+    py_a, py_b = build(3, preset, 4, False), build(4, preset, 4, False)
+    c_a, c_b = build(3, preset, 4, True), build(4, preset, 4, True)
+    for m in (py_a, py_b, c_a, c_b):
+        for i, cpu in enumerate(m.cpus):
+            switch(m, i, 5)
+            for va in PAGE_VAS:
+                cpu.lookup(va, Access.READ, 0)
+    pick = {"own": lambda a, b: a.tlbs, "reversed": lambda a, b: a.tlbs[::-1],
+            "other machine": lambda a, b: b.tlbs, "mixed": lambda a, b: [a.tlbs[2], b.tlbs[1], a.tlbs[0]]}[order]
+    for va in PAGE_VAS[:4]:
+        want = py_a.invalidate_va(pick(py_a, py_b), TLBIOp.VAE1IS, va, 5)
+        got = c_a.invalidate_va(pick(c_a, c_b), TLBIOp.VAE1IS, va, 5)
+        assert got == want and want > 0
+        assert state(c_a) == state(py_a) and state(c_b) == state(py_b)
