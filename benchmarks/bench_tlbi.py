@@ -3,7 +3,8 @@
 Prints, on a 4-CPU Cortex-A72 machine (goals from the issue):
   1. one TLBI VAE1IS + DSB ISH issued by cpu0 and reaching 4 CPUs, in host µs, with the
      TLBs nearly empty and with every structure full (goal <= 10 µs, flat in occupancy:
-     the full/low ratio stays near 1); for a VA the TLBs hold and for one they do not;
+     the full/low ratio stays near 1); for a VA every CPU holds, one other CPU holds, and
+     none holds;
      with the compiled by-VA invalidation (emu/_fast_tlbi.c, the default when built) and
      with the pure Python one (Machine(fast=False)), timed in the same loop;
   2. one TLBI ASIDE1IS + DSB ISH on 4 CPUs with full TLBs (goal <= 100 µs): the ASID holding
@@ -69,8 +70,8 @@ def switch(c, asid):
         c.msr(SysReg.TTBR1_EL1, make_ttbr(c.machine.bench[1].l1, asid))
 
 
-def refill(m, data_pages, code_pages=(), asid_of=lambda i: OTHER):
-    for c in m.cpus:
+def refill(m, data_pages, code_pages=(), asid_of=lambda i: OTHER, cpus=None):
+    for c in m.cpus if cpus is None else cpus:
         for i in data_pages:
             switch(c, asid_of(i))
             c.lookup(DATA + i * 0x1000, Access.READ, 0)
@@ -97,14 +98,16 @@ def timed(fn) -> float:
 
 def bench_vae1is(iterations: int) -> dict:
     """Low vs full occupancy, interleaved; the TLBI names a VA held by every CPU (refilled
-    untimed before each iteration) or one no CPU holds. Each configuration twice when the
-    compiled paths are built: compiled ("fast") and pure Python ("python"), in the same loop."""
+    untimed before each iteration), by one other CPU (the one that ran the process: a
+    single-threaded teardown's pages), or by none (most of a large teardown's pages). Each
+    configuration twice when the compiled paths are built: compiled ("fast") and pure
+    Python ("python"), in the same loop."""
     modes = ("fast", "python") if fastpath.built() else ("python",)
     machines = {(mode, name): machine(*shape, fast=mode == "fast")
                 for mode in modes
                 for name, shape in (("low", (1, 0, lambda i: ASID)),
                                     ("full", (1400, 60, lambda i: ASID if i == 0 else OTHER)))}
-    res = {key: {"held": [], "absent": []} for key in machines}
+    res = {key: {"held": [], "one": [], "absent": []} for key in machines}
     held = tlbi_operand(va=DATA, asid=ASID)
     absent = tlbi_operand(va=DATA + 0x7F000000, asid=ASID)
 
@@ -118,19 +121,23 @@ def bench_vae1is(iterations: int) -> dict:
             for key, m in machines.items():
                 refill(m, [0], asid_of=lambda i: ASID)
                 res[key]["held"].append(one(m, held))
+                refill(m, [0], asid_of=lambda i: ASID, cpus=m.cpus[1:2])
+                res[key]["one"].append(one(m, held))
                 res[key]["absent"].append(one(m, absent))
     finally:
         gc.enable()
     for m in machines.values():
         assert all(c.tlb.probe(DATA, ASID) is None for c in m.cpus)
     out = {mode: {f"{name}_{va}": statistics.median(res[(mode, name)][va])
-                  for name in ("low", "full") for va in ("held", "absent")} for mode in modes}
+                  for name in ("low", "full") for va in ("held", "one", "absent")} for mode in modes}
     for fig in out.values():
         fig["full_over_low_held"] = fig["full_held"] / fig["low_held"]
+        fig["full_over_low_one"] = fig["full_one"] / fig["low_one"]
         fig["full_over_low_absent"] = fig["full_absent"] / fig["low_absent"]
     if "fast" in out:
         out["python_over_fast"] = {k: out["python"][k] / out["fast"][k]
-                                   for k in ("low_held", "full_held", "low_absent", "full_absent")}
+                                   for k in ("low_held", "full_held", "low_one", "full_one", "low_absent",
+                                             "full_absent")}
     out["occupancy_full"] = occupancy(machines[(modes[0], "full")])
     out["occupancy_low"] = occupancy(machines[(modes[0], "low")])
     return out
@@ -233,12 +240,14 @@ def main(argv=None) -> int:
         f = v[mode]
         print(f"   {label + ':':13s} VA held by all CPUs: low occupancy {f['low_held']:6.2f}  full {f['full_held']:6.2f}  "
               f"full/low {f['full_over_low_held']:.2f}")
+        print(f"   {'':13s} VA held by one CPU:  low occupancy {f['low_one']:6.2f}  full {f['full_one']:6.2f}  "
+              f"full/low {f['full_over_low_one']:.2f}")
         print(f"   {'':13s} VA held by none:     low occupancy {f['low_absent']:6.2f}  full {f['full_absent']:6.2f}  "
               f"full/low {f['full_over_low_absent']:.2f}")
     if "fast" in v:
         r = v["python_over_fast"]
-        print(f"   pure Python / compiled: held {r['low_held']:.2f} (low) {r['full_held']:.2f} (full), "
-              f"absent {r['low_absent']:.2f} (low) {r['full_absent']:.2f} (full)")
+        print(f"   pure Python / compiled: held by all {r['low_held']:.2f} (low) {r['full_held']:.2f} (full), "
+              f"by one {r['low_one']:.2f} / {r['full_one']:.2f}, by none {r['low_absent']:.2f} / {r['full_absent']:.2f}")
     print("2. TLBI ASIDE1IS + DSB ISH (host µs, median; goal <= 100 with full TLBs)")
     print(f"   empty TLBs {s['empty']:7.1f}   full, 16 entries of the ASID per CPU {s['few']:7.1f}   "
           f"full, every entry of the ASID (O(entries removed)) {s['all']:7.1f}")
