@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test bench setup clean
 
-$(STAMP): pyproject.toml setup.py $(wildcard emu/_fast_*.c)
+$(STAMP): pyproject.toml setup.py $(wildcard emu/_fast_*.c emu/_fast_*.h)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'

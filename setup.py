@@ -8,6 +8,6 @@ pure Python paths, slower and otherwise the same.
 from setuptools import Extension, setup
 
 setup(ext_modules=[
-    Extension("emu._fast_translate", ["emu/_fast_translate.c"], optional=True),
-    Extension("emu._fast_tlbi", ["emu/_fast_tlbi.c"], optional=True),
+    Extension("emu._fast_translate", ["emu/_fast_translate.c"], depends=["emu/_fast_slots.h"], optional=True),
+    Extension("emu._fast_tlbi", ["emu/_fast_tlbi.c"], depends=["emu/_fast_slots.h"], optional=True),
 ])

@@ -24,7 +24,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <structmember.h>          /* PyMemberDescrObject, T_OBJECT_EX */
+#include "_fast_slots.h"
 #include <stddef.h>
 #include <stdint.h>
 
@@ -71,29 +71,7 @@ struct part {
 
 /* slot offsets (dataclass(slots=True) member descriptors, checked when an Invalidator is made) */
 static Py_ssize_t off_flush_ops, off_flushed_entries, off_refs;
-#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 
-/* a slot holding an int: += delta; *out (if given) the new value */
-static int
-slot_add(PyObject *obj, Py_ssize_t off, long long delta, long long *out)
-{
-    PyObject *v = SLOT(obj, off);
-    if (v == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "_fast_tlbi: an unset counter slot");
-        return -1;
-    }
-    long long x = PyLong_AsLongLong(v);
-    if (x == -1 && PyErr_Occurred())
-        return -1;
-    PyObject *r = PyLong_FromLongLong(x + delta);
-    if (r == NULL)
-        return -1;
-    SLOT(obj, off) = r;
-    Py_DECREF(v);
-    if (out != NULL)
-        *out = x + delta;
-    return 0;
-}
 
 /* ((vpn << 6 | shift) << tag_bits) | tag as a Python int, wider than 64 bits if need be */
 static PyObject *
@@ -224,7 +202,7 @@ drop_4k(struct part *p, PyObject *s, PyObject *k, PyObject *tag)
     PyObject *e = dict_pop(s, k);
     if (e == NULL)
         return PyErr_Occurred() ? -1 : 0;
-    if (unindex(p->index, tag, k) < 0 || slot_add(p->stats, off_flushed_entries, 1, NULL) < 0)
+    if (unindex(p->index, tag, k) < 0 || fast_slot_add(p->stats, off_flushed_entries, 1, NULL) < 0)
         goto fail;
     long long c;
     if (count_down(t, s_shift_count, 12, &c) < 0)
@@ -243,7 +221,7 @@ drop_4k(struct part *p, PyObject *s, PyObject *k, PyObject *tag)
         PyErr_SetString(PyExc_TypeError, "_fast_tlbi: a TLB entry is not a Translation");
         goto fail;
     }
-    if (slot_add(e, off_refs, -1, &r) < 0)
+    if (fast_slot_add(e, off_refs, -1, &r) < 0)
         goto fail;
     if (r == 0) {
         PyObject *on_remove = get(t, s_on_remove);
@@ -303,7 +281,7 @@ add_returned(struct part *p, PyObject *m, long long *n)
     long long v = PyLong_AsLongLong(m);
     if (v == -1 && PyErr_Occurred())
         return -1;
-    if (slot_add(p->stats, off_flushed_entries, v, NULL) < 0)
+    if (fast_slot_add(p->stats, off_flushed_entries, v, NULL) < 0)
         return -1;
     *n += v;
     return 0;
@@ -324,7 +302,7 @@ static int
 leaf_tlb(struct part *p, struct op_keys *o, long long *n)
 {
     PyObject *t = p->t;
-    if (slot_add(p->stats, off_flush_ops, 1, NULL) < 0)
+    if (fast_slot_add(p->stats, off_flush_ops, 1, NULL) < 0)
         return -1;
     PyObject *shifts = get(t, s_shifts);
     if (shifts == NULL)
@@ -370,7 +348,7 @@ walk_cache(struct part *p, struct op_keys *o, long long *n)
 {
     PyObject *w = p->t;
     int rc = -1;
-    if (slot_add(p->stats, off_flush_ops, 1, NULL) < 0)
+    if (fast_slot_add(p->stats, off_flush_ops, 1, NULL) < 0)
         return -1;
     PyObject *levels = get(w, s_levels);
     if (levels == NULL)
@@ -427,7 +405,7 @@ walk_cache(struct part *p, struct op_keys *o, long long *n)
         long long c;
         if (count_down(w, s_level_count, level, &c) < 0 || (c == 0 && update_levels(w) < 0))
             goto done;
-        if (slot_add(p->stats, off_flushed_entries, 1, NULL) < 0)
+        if (fast_slot_add(p->stats, off_flushed_entries, 1, NULL) < 0)
             goto done;
         *n += 1;
     }
@@ -704,22 +682,6 @@ static PyTypeObject InvalidatorType = {
     .tp_call = PyVectorcall_Call,
 };
 
-/* the slot `name` of `type` (a dataclass(slots=True) field holding an object) */
-static Py_ssize_t
-slot_offset(PyTypeObject *type, PyObject *name)
-{
-    PyObject *d = PyObject_GetAttr((PyObject *)type, name);
-    if (d == NULL)
-        return -1;
-    Py_ssize_t off = -1;
-    if (Py_IS_TYPE(d, &PyMemberDescr_Type) && ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX
-        && !(((PyMemberDescrObject *)d)->d_member->flags & READONLY))
-        off = ((PyMemberDescrObject *)d)->d_member->offset;
-    else
-        PyErr_Format(PyExc_TypeError, "configure: %R is not a slot of %s", name, type->tp_name);
-    Py_DECREF(d);
-    return off;
-}
 
 /* configure(*, only_4k, tag_bits, global_tag, scope_va, python, stats, translation): what
  * tlb.py shares */
@@ -734,9 +696,9 @@ configure(PyObject *self, PyObject *args, PyObject *kwargs)
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$OIOOOO!O!:configure", kwlist, &o4k, &tb, &gt, &sva, &py,
                                      &PyType_Type, &st, &PyType_Type, &tt))
         return NULL;
-    if ((off_flush_ops = slot_offset(st, s_flush_ops)) < 0
-        || (off_flushed_entries = slot_offset(st, s_flushed_entries)) < 0
-        || (off_refs = slot_offset(tt, s_refs)) < 0)
+    if ((off_flush_ops = fast_slot_offset((PyObject *)st, "flush_ops")) < 0
+        || (off_flushed_entries = fast_slot_offset((PyObject *)st, "flushed_entries")) < 0
+        || (off_refs = fast_slot_offset((PyObject *)tt, "refs")) < 0)
         return NULL;
     Py_INCREF(st);
     Py_INCREF(tt);

@@ -16,7 +16,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
-#include <structmember.h>
+#include "_fast_slots.h"
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -37,7 +37,6 @@ static const char *translation_fields[T_NFIELDS] = {
 enum { ST_HITS, ST_MISSES, ST_INSERTS, ST_EVICTIONS, ST_NFIELDS };
 static const char *stats_fields[ST_NFIELDS] = {"hits", "misses", "inserts", "evictions"};
 
-#define SLOT(obj, off) (*(PyObject **)((char *)(obj) + (off)))
 
 /* One TLB structure (SetAssocTLB), as the closure's `parts` tuple: objects that live as
  * long as it (the sets, the per-ASID index, the stats) and its geometry. */
@@ -104,38 +103,7 @@ static int add_ll(PyObject *o, PyObject *name, long long delta)
     return set_ll(o, name, v + delta);
 }
 
-/* a slot holding an int: += delta (the TLBStats counters, Translation.refs) */
-static int slot_add(PyObject *o, Py_ssize_t off, long long delta, long long *result)
-{
-    PyObject *old = SLOT(o, off);
-    if (old == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "unset slot");
-        return -1;
-    }
-    long long v = PyLong_AsLongLong(old);
-    if (v == -1 && PyErr_Occurred())
-        return -1;
-    PyObject *nv = PyLong_FromLongLong(v + delta);
-    if (nv == NULL)
-        return -1;
-    SLOT(o, off) = nv;
-    Py_DECREF(old);
-    if (result != NULL)
-        *result = v + delta;
-    return 0;
-}
 
-/* a slot holding an int, read (WalkCacheEntry, Regime) */
-static int slot_ll(PyObject *o, Py_ssize_t off, long long *out)
-{
-    PyObject *v = SLOT(o, off);
-    if (v == NULL) {
-        PyErr_SetString(PyExc_AttributeError, "unset slot");
-        return -1;
-    }
-    *out = PyLong_AsLongLong(v);
-    return (*out == -1 && PyErr_Occurred()) ? -1 : 0;
-}
 
 /* store a new reference into a fresh object's slot */
 static inline void slot_put(PyObject *o, Py_ssize_t off, PyObject *v)
@@ -313,7 +281,7 @@ static int fill_one(Translator *self, Part *p, uint64_t vpn12, PyObject *k, PyOb
             return -1;
         }
         Py_INCREF(ev);
-        if (PyDict_DelItem(s, evk) < 0 || slot_add(p->stats, self->st_off[ST_EVICTIONS], 1, NULL) < 0)
+        if (PyDict_DelItem(s, evk) < 0 || fast_slot_add(p->stats, self->st_off[ST_EVICTIONS], 1, NULL) < 0)
             goto ev_fail;
         uint64_t evkv = PyLong_AsUnsignedLongLongMask(evk);   /* only its low bits are read */
         if (evkv == (uint64_t)-1 && PyErr_Occurred())
@@ -332,7 +300,7 @@ static int fill_one(Translator *self, Part *p, uint64_t vpn12, PyObject *k, PyOb
             }
             Py_DECREF(evtag);
             long long refs;
-            if (slot_add(ev, self->t_off[T_REFS], -1, &refs) < 0)
+            if (fast_slot_add(ev, self->t_off[T_REFS], -1, &refs) < 0)
                 goto ev_fail;
             if (refs == 0) {
                 /* NOTE: inlined from Cpu._entry_left (every TLB's on_remove) */
@@ -360,8 +328,8 @@ static int fill_one(Translator *self, Part *p, uint64_t vpn12, PyObject *k, PyOb
         return -1;
     }
 insert:
-    if (PyDict_SetItem(s, k, e) < 0 || slot_add(e, self->t_off[T_REFS], 1, NULL) < 0
-        || slot_add(p->stats, self->st_off[ST_INSERTS], 1, NULL) < 0)
+    if (PyDict_SetItem(s, k, e) < 0 || fast_slot_add(e, self->t_off[T_REFS], 1, NULL) < 0
+        || fast_slot_add(p->stats, self->st_off[ST_INSERTS], 1, NULL) < 0)
         return -1;
     PyObject *d = PyDict_GetItemWithError(p->by_tag, tag);
     if (d == NULL) {
@@ -478,7 +446,7 @@ static PyObject *translate(Translator *self, PyObject *va_obj, int acc, PyObject
     }
     if (e != NULL) {
         Py_INCREF(e);                                /* (a random-replacement set keeps it too) */
-        if (slot_add(l1->stats, self->st_off[ST_HITS], 1, NULL) < 0 || add_ll(cpu, S_cycles, self->l1_hit_cycles) < 0
+        if (fast_slot_add(l1->stats, self->st_off[ST_HITS], 1, NULL) < 0 || add_ll(cpu, S_cycles, self->l1_hit_cycles) < 0
             || report_stale(self, e, va_obj, acc, el_obj) < 0) {
             Py_DECREF(e);
             goto fail;
@@ -487,7 +455,7 @@ static PyObject *translate(Translator *self, PyObject *va_obj, int acc, PyObject
         Py_DECREF(e);
         goto done;
     }
-    if (slot_add(l1->stats, self->st_off[ST_MISSES], 1, NULL) < 0)
+    if (fast_slot_add(l1->stats, self->st_off[ST_MISSES], 1, NULL) < 0)
         goto fail;
 
     /* L2 (mirrors the second inlined SetAssocTLB.lookup) */
@@ -502,7 +470,7 @@ static PyObject *translate(Translator *self, PyObject *va_obj, int acc, PyObject
     if (e != NULL) {
         Py_INCREF(e);
         PyObject *r = NULL;
-        if (slot_add(l2->stats, self->st_off[ST_HITS], 1, NULL) < 0
+        if (fast_slot_add(l2->stats, self->st_off[ST_HITS], 1, NULL) < 0
             || (r = PyObject_CallMethodObjArgs(l1->t, S_insert, e, va_obj, NULL)) == NULL
             || add_ll(cpu, S_cycles, self->l2_hit_cycles) < 0
             || report_stale(self, e, va_obj, acc, el_obj) < 0 || flush_if_stale(self) < 0) {
@@ -515,7 +483,7 @@ static PyObject *translate(Translator *self, PyObject *va_obj, int acc, PyObject
         Py_DECREF(e);
         goto done;
     }
-    if (slot_add(l2->stats, self->st_off[ST_MISSES], 1, NULL) < 0)
+    if (fast_slot_add(l2->stats, self->st_off[ST_MISSES], 1, NULL) < 0)
         goto fail;
 
     /* NOTE: mirrors the closure's inlined Cpu._walk and WalkCache.lookup: a demand miss
@@ -552,7 +520,7 @@ static PyObject *translate(Translator *self, PyObject *va_obj, int acc, PyObject
     Py_INCREF(we);
     int werr = self->wc_lru && lru_touch(s, wk, we) < 0;
     Py_DECREF(wk);
-    if (werr || slot_add(self->wc_stats, self->st_off[ST_HITS], 1, NULL) < 0) {
+    if (werr || fast_slot_add(self->wc_stats, self->st_off[ST_HITS], 1, NULL) < 0) {
         Py_DECREF(we);
         goto fail;
     }
@@ -563,8 +531,8 @@ static PyObject *translate(Translator *self, PyObject *va_obj, int acc, PyObject
         Py_DECREF(we);
         goto fail;
     }
-    if (slot_ll(we, self->we_table_pa, &table_pa) < 0 || slot_ll(we, self->we_tattrs, &tattrs_ll) < 0
-        || slot_ll(regime, self->rg_pa_bits, &pa_bits) < 0) {
+    if (fast_slot_ll(we, self->we_table_pa, &table_pa) < 0 || fast_slot_ll(we, self->we_tattrs, &tattrs_ll) < 0
+        || fast_slot_ll(regime, self->rg_pa_bits, &pa_bits) < 0) {
         Py_DECREF(we);
         goto fail;
     }
@@ -774,19 +742,9 @@ static void part_clear(Part *p)
 
 static int slot_offsets(PyObject *type, const char **names, int n, Py_ssize_t *out)
 {
-    for (int i = 0; i < n; i++) {
-        PyObject *d = PyObject_GetAttrString(type, names[i]);
-        if (d == NULL)
+    for (int i = 0; i < n; i++)
+        if ((out[i] = fast_slot_offset(type, names[i])) < 0)
             return -1;
-        if (!PyObject_TypeCheck(d, &PyMemberDescr_Type)
-            || ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX) {
-            PyErr_Format(PyExc_TypeError, "%s is not a slot of %R", names[i], type);
-            Py_DECREF(d);
-            return -1;
-        }
-        out[i] = ((PyMemberDescrObject *)d)->d_member->offset;
-        Py_DECREF(d);
-    }
     return 0;
 }
 

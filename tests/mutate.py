@@ -6,6 +6,9 @@ when they fail. Not part of the suite (one pytest run per mutant, a few minutes 
 An edit whose text is no longer in the source makes the mutant "stale": the code changed
 and the mutant must be rewritten; stale mutants count against the score.
 
+A mutant of a compiled twin (emu/_fast_*.c) is rebuilt in the copy and its tests run with
+the compiled paths; the others run with ARMMU_PURE_PYTHON=1, the Python they edit.
+
 Usage: python tests/mutate.py [--list] [--only NAME ...] [--keep] [--timeout S]
 """
 from __future__ import annotations
@@ -24,6 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TLB_TESTS = ["tests/emu/test_tlb.py", "tests/emu/test_tlbi.py", "tests/emu/test_tlb_properties.py"]
 CPU_TESTS = ["tests/emu/test_cpu.py", "tests/emu/test_cpu_semantics.py", "tests/emu/test_tlbi.py",
              "tests/emu/test_tlb_properties.py"]
+# the compiled twins against the Python they mirror (emu/fastpath.py)
+FAST_TESTS = ["tests/emu/test_fast_translate.py", "tests/test_fast_tlbi.py", "tests/run/test_fast_equivalence.py"]
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,7 @@ class Mutant:
     what: str
     edits: tuple          # ((path, old text, new text), ...): all applied together
     tests: tuple
+    compiled: bool = False  # an edit of a C twin: rebuilt, and its tests run with the compiled paths
 
 
 MUTANTS = [
@@ -78,6 +84,29 @@ MUTANTS = [
         ("emu/cpu.py", "            self.uc.reg_write(A.UC_ARM64_REG_CP_REG, reg.cp_reg + (value,))\n        self._uc_flush()\n",
          "            self.uc.reg_write(A.UC_ARM64_REG_CP_REG, reg.cp_reg + (value,))\n"),
     ), tuple(CPU_TESTS)),
+    # the compiled twins: each must differ from the Python somewhere the twin tests look
+    Mutant("c-l1-lru-not-updated", "compiled miss path: an L1 hit leaves the LRU order alone", (
+        ("emu/_fast_translate.c", "if (e != NULL && l1->lru && lru_touch(s, k, e) < 0)", "if (0)"),
+    ), tuple(FAST_TESTS), compiled=True),
+    Mutant("c-data-fill-grants-execute", "compiled fill hook: a data fill gives Unicorn the execute right too", (
+        ("emu/_fast_translate.c", "entry->perms = (uint32_t)(perms & 3);", "entry->perms = (uint32_t)(perms & 7);"),
+    ), tuple(FAST_TESTS), compiled=True),
+    Mutant("c-eviction-not-lost", "compiled miss path: an evicted last reference does not set tlb.lost", (
+        ("emu/_fast_translate.c", "if (PyObject_SetAttr(self->tlb, S_lost, Py_True) < 0)", "if (0)"),
+    ), tuple(FAST_TESTS), compiled=True),
+    Mutant("c-perm-el-swapped", "compiled miss path: EL0 and EL1 rights swapped", (
+        ("emu/_fast_translate.c", "if ((perms >> (acc + (el == 0 ? 3 : 0))) & 1)", "if ((perms >> (acc + (el == 0 ? 0 : 3))) & 1)"),
+    ), tuple(FAST_TESTS), compiled=True),
+    Mutant("c-walk-cache-index-kept", "compiled TLBI: a removed walk-cache entry stays in by_asid", (
+        ("emu/_fast_tlbi.c", "if (unindex(p->index, o->asid, k) < 0)", "if (0)"),
+    ), tuple(FAST_TESTS), compiled=True),
+    Mutant("c-refs-not-dropped", "compiled TLBI: a removed entry keeps its reference count", (
+        ("emu/_fast_tlbi.c", "fast_slot_add(e, off_refs, -1, &r)", "fast_slot_add(e, off_refs, 0, &r)"),
+    ), tuple(FAST_TESTS), compiled=True),
+    Mutant("c-foreign-hierarchy", "compiled TLBI: another machine's TLBs taken for its own", (
+        ("emu/_fast_tlbi.c", "        if (j == self->ncpus)\n            python = 1;",
+         "        if (j == self->ncpus)\n            python = 0;"),
+    ), tuple(FAST_TESTS), compiled=True),
 ]
 
 
@@ -86,12 +115,20 @@ def copy_tree(dst: Path) -> None:
         ".git", ".venv", "__pycache__", "*.egg-info", ".pytest_cache", ".hypothesis", "build", "dist"))
 
 
-def run_tests(tree: Path, tests, timeout: float) -> tuple[bool, str]:
+def build(tree: Path, timeout: float) -> tuple[bool, str]:
+    """Compile the copy's C twins in place (a mutant that does not compile is not a result)."""
+    p = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace", "--force"], cwd=tree,
+                       capture_output=True, text=True, timeout=timeout)
+    errors = [l for l in p.stderr.splitlines() if "error" in l]
+    return p.returncode == 0 and not errors, errors[0] if errors else ""
+
+
+def run_tests(tree: Path, tests, timeout: float, compiled: bool = False) -> tuple[bool, str]:
     """(passed, last line of pytest's output). The copy is imported, not the installed tree:
     `python -m pytest` puts the copy's root first on sys.path."""
-    # the mutants edit the Python paths: the compiled twins of two of them (emu/fastpath.py)
-    # would otherwise run instead (their equivalence to the Python is tested on its own)
-    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", ARMMU_PURE_PYTHON="1")
+    # a mutant of the Python paths: the compiled twins of two of them (emu/fastpath.py) would
+    # otherwise run instead (their equivalence to the Python is tested on its own)
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", ARMMU_PURE_PYTHON="0" if compiled else "1")
     try:
         p = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
                            cwd=tree, env=env, capture_output=True, text=True, timeout=timeout)
@@ -128,11 +165,17 @@ def main(argv=None) -> int:
         if not where.startswith(str(tree)):
             print(f"mutate: the copy is not what gets imported ({where})", file=sys.stderr)
             return 2
-        all_tests = sorted({t for m in chosen for t in m.tests})
-        ok, line = run_tests(tree, all_tests, a.timeout)
-        if not ok:
-            print(f"mutate: the unmutated tests fail ({line}); fix them first", file=sys.stderr)
-            return 2
+        if any(m.compiled for m in chosen):
+            ok, line = build(tree, a.timeout)
+            if not ok:
+                print(f"mutate: the unmutated C twins do not build ({line})", file=sys.stderr)
+                return 2
+        for compiled in (False, True):
+            all_tests = sorted({t for m in chosen if m.compiled == compiled for t in m.tests})
+            ok, line = run_tests(tree, all_tests, a.timeout, compiled) if all_tests else (True, "")
+            if not ok:
+                print(f"mutate: the unmutated tests fail ({line}); fix them first", file=sys.stderr)
+                return 2
         killed = 0
         results = []
         for m in chosen:
@@ -151,9 +194,13 @@ def main(argv=None) -> int:
             if stale:
                 verdict, line = "STALE", stale
             else:
-                passed, line = run_tests(tree, m.tests, a.timeout)
-                verdict = "survived" if passed else "killed"
-                killed += not passed
+                built, line = build(tree, a.timeout) if m.compiled else (True, "")
+                if not built:
+                    verdict = "STALE"                  # the edit no longer compiles: rewrite it
+                else:
+                    passed, line = run_tests(tree, m.tests, a.timeout, m.compiled)
+                    verdict = "survived" if passed else "killed"
+                    killed += not passed
             for path, text in originals.items():
                 (tree / path).write_text(text)
             results.append(m.name)
