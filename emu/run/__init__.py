@@ -77,6 +77,10 @@ def normalize(config: dict) -> dict:
         raise RunError(f"speculate = {cfg['speculate']!r}: one of {', '.join(SPECULATE)}")
     if cfg.get("asid_bits") is not None and cfg["asid_bits"] not in (8, 16):
         raise RunError(f"asid_bits = {cfg['asid_bits']!r}: 8 or 16 (ID_AA64MMFR0_EL1.ASIDBits)")
+    for key in ("quantum", "slice_cycles", "jobs"):
+        v = cfg.get(key)
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise RunError(f"{key} = {v!r}: must be a positive integer")
     irq = cfg.get("irq_prob")
     if irq is not None and (not isinstance(irq, (int, float)) or isinstance(irq, bool) or not 0 <= irq <= 1):
         raise RunError(f"irq_prob = {irq!r}: must be a probability from 0 to 1")

@@ -117,3 +117,22 @@ def test_compare_trace_dir(armmu, tmp_path):
         assert format_problems(events) == []
         aside = [e for e in events if e["name"] == "TLBI ASIDE1IS"]
         assert len(aside) == EXPECT_ASIDE1IS[s]
+
+
+def test_compare_takes_the_kernel_options_of_run_and_check(armmu):
+    """The asid-noflush hazard needs 8-bit ASIDs and a shell running a few processes at a
+    time (pairs are handed out again within a few dozen exits): the configuration
+    `armmu check` reported for it, given to compare, shows it next to a clean purge."""
+    rc, out, err = armmu("compare", "--workload", "storm", "--strategies", "purge,asid-noflush", "--pages", "16",
+                         "--threads", "2", "--procs", "64", "--asid-bits", "8", "--speculate", "default",
+                         "--shell-jobs", "4", "--quantum", "2240", "--seed", "0")
+    assert rc == 1, err
+    assert out.startswith("storm: 16 pages, 2 thread(s) x 64 process(es) on 4 CPUs (cortex-a72, speculation "
+                          "default, ASID bits 8, quantum 2240, shell jobs 4), seed 0")
+    rows = table_rows(out)
+    assert rows["violations"]["purge"][0] == 0 and rows["violations"]["asid-noflush"][0] > 0
+    assert "asid-reuse-stale" in out
+    rc16, out16, _ = armmu("compare", "--workload", "storm", "--strategies", "asid-noflush", "--pages", "16",
+                           "--threads", "2", "--procs", "64", "--speculate", "default", "--shell-jobs", "4",
+                           "--quantum", "2240", "--seed", "0")
+    assert rc16 == 0 and table_rows(out16)["violations"]["asid-noflush"][0] == 0     # 16-bit: no reuse
