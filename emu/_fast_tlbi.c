@@ -33,6 +33,8 @@ static PyObject *only_4k;          /* tlb._ONLY_4K: SetAssocTLB.shifts when only
 static PyObject *global_tag;       /* tlb.GLOBAL_TAG */
 static PyObject *scope_va;         /* Scope.VA */
 static PyObject *python_fn;        /* tlb.invalidate_va, for operands handled only there */
+static PyObject *python_asid_fn;   /* tlb.invalidate_asid, likewise */
+static PyObject *scope_asid;       /* Scope.ASID */
 static PyObject *levels_present;   /* tlb._LEVELS_PRESENT (from python_fn's module), or NULL */
 static unsigned tag_bits;
 static uint64_t global_tag_v;
@@ -43,7 +45,7 @@ static PyTypeObject *translation_type;   /* walker.Translation (BlockSlice is a 
 static PyObject *s_leaf_tlbs, *s_walk_cache, *s_stats, *s_flush_ops, *s_flushed_entries,
     *s_shifts, *s_sets, *s_set_mask, *s_by_tag, *s_shift_count, *s_update_shifts, *s_refs,
     *s_on_remove, *s_invalidate_va, *s_levels, *s_by_asid, *s_level_count, *s_update_levels,
-    *s_scope, *s_last_level, *s_levels_present;
+    *s_scope, *s_last_level, *s_levels_present, *s_slice_blocks, *s_invalidate_asid;
 static PyObject *empty_tuple, *zero;
 
 /* Attributes are read with getattr, never from an instance's __dict__: in 3.11 the first
@@ -437,6 +439,7 @@ typedef struct {
 } Invalidator;
 
 static PyObject *Invalidator_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames);
+static int find_reach(Invalidator *self, PyObject *hierarchies, Py_ssize_t nh, struct cpu_tlbs **reach);
 
 static int part_of(struct part *p, PyObject *t, PyObject *index_name)
 {
@@ -571,6 +574,24 @@ static int Invalidator_clear(Invalidator *self)
     return 0;
 }
 
+/* reach[i]: this machine's TLBs named hierarchies[i] (a list or tuple), found by a cursor
+ * (callers pass them in Machine.tlbs order, or a part of it); -1 if one is not this machine's */
+static int
+find_reach(Invalidator *self, PyObject *hierarchies, Py_ssize_t nh, struct cpu_tlbs **reach)
+{
+    for (Py_ssize_t i = 0, cur = 0; i < nh; i++) {
+        PyObject *h = PySequence_Fast_GET_ITEM(hierarchies, i);
+        Py_ssize_t j = 0;
+        for (; j < self->ncpus && self->cpus[(cur + j) % self->ncpus].h != h; j++)
+            ;
+        if (j == self->ncpus)
+            return -1;
+        cur = (cur + j) % self->ncpus;
+        reach[i] = &self->cpus[cur];
+    }
+    return 0;
+}
+
 /* invalidate_va(hierarchies, op, va, asid) -> entries removed; see tlb.py:invalidate_va */
 static PyObject *
 Invalidator_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
@@ -599,24 +620,12 @@ Invalidator_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObj
         } else if (asid_v >> tag_bits)                         /* would spill out of the tag */
             python = 1;
     }
-    /* every hierarchy named must be one of this machine's (in Machine.tlbs order, as the
-     * callers pass them: a cursor finds each) */
     Py_ssize_t nh = python ? 0 : PySequence_Fast_GET_SIZE(hierarchies);
     struct cpu_tlbs *stack_reach[16], **reach = nh <= 16 ? stack_reach : PyMem_Malloc(nh * sizeof *reach);
     if (reach == NULL)
         return PyErr_NoMemory();
-    for (Py_ssize_t i = 0, cur = 0; !python && i < nh; i++) {
-        PyObject *h = PySequence_Fast_GET_ITEM(hierarchies, i);
-        Py_ssize_t j = 0;
-        for (; j < self->ncpus && self->cpus[(cur + j) % self->ncpus].h != h; j++)
-            ;
-        if (j == self->ncpus)
-            python = 1;
-        else {
-            cur = (cur + j) % self->ncpus;
-            reach[i] = &self->cpus[cur];
-        }
-    }
+    if (!python)
+        python = find_reach(self, hierarchies, nh, reach) < 0;
     if (python) {
         if (reach != stack_reach)
             PyMem_Free(reach);
@@ -668,6 +677,198 @@ done:
     return result;
 }
 
+/* ---------------------------------------------------------------- by ASID */
+
+/* mirrors SetAssocTLB.invalidate(ASID) (_invalidate_asid inlined when no slices are held):
+ * the entries of ASID tag `asid` leave every set, found through the per-ASID index */
+static int
+leaf_asid(struct part *p, PyObject *asid, long long *n)
+{
+    PyObject *t = p->t;
+    if (fast_slot_add(p->stats, off_flush_ops, 1, NULL) < 0)
+        return -1;
+    PyObject *sb = get(t, s_slice_blocks);
+    int slices = sb == NULL ? -1 : PyObject_IsTrue(sb);
+    Py_XDECREF(sb);
+    if (slices < 0)
+        return -1;
+    long long m = 0;
+    if (slices) {                       /* slices held: SetAssocTLB._invalidate_asid itself */
+        PyObject *r = PyObject_CallMethodOneArg(t, s_invalidate_asid, asid);
+        if (r == NULL)
+            return -1;
+        m = PyLong_AsLongLong(r);
+        Py_DECREF(r);
+        if (m == -1 && PyErr_Occurred())
+            return -1;
+        goto counted;
+    }
+    /* d = self.by_tag.pop(asid, None); if not d: return 0 */
+    PyObject *d = dict_pop(p->index, asid);
+    if (d == NULL) {
+        if (PyErr_Occurred())
+            return -1;
+        goto counted;
+    }
+    int rc = -1;
+    PyObject *sc = NULL, *on_remove = NULL;
+    if (!PyDict_CheckExact(d)) {
+        PyErr_SetString(PyExc_TypeError, "_fast_tlbi: a by_tag entry must be a dict");
+        goto done;
+    }
+    if ((sc = get(t, s_shift_count)) == NULL || (on_remove = get(t, s_on_remove)) == NULL)
+        goto done;
+    if (!PyList_CheckExact(sc)) {
+        PyErr_SetString(PyExc_TypeError, "_fast_tlbi: shift_count must be a list");
+        goto done;
+    }
+    int emptied = 0;
+    Py_ssize_t pos = 0;
+    PyObject *k, *e;
+    while (PyDict_Next(d, &pos, &k, &e)) {          /* d is ours now: nothing else changes it */
+        uint64_t kv = PyLong_AsUnsignedLongLongMask(k);     /* the set and the size: low bits */
+        if (kv == (uint64_t)-1 && PyErr_Occurred())
+            goto done;
+        PyObject *s = pick_set(p->sets, p->mask, kv >> (tag_bits + 6));
+        if (s == NULL || PyDict_DelItem(s, k) < 0)
+            goto done;
+        Py_ssize_t shift = (Py_ssize_t)((kv >> tag_bits) & 63);
+        PyObject *cur = PyList_GetItem(sc, shift);
+        long long c = cur == NULL ? -1 : PyLong_AsLongLong(cur);
+        if (c == -1 && PyErr_Occurred())
+            goto done;
+        PyObject *nv = PyLong_FromLongLong(c - 1);
+        if (nv == NULL || PyList_SetItem(sc, shift, nv) < 0)
+            goto done;
+        emptied |= c - 1 == 0;
+        long long r;
+        if (!PyObject_TypeCheck(e, translation_type)) {
+            PyErr_SetString(PyExc_TypeError, "_fast_tlbi: a TLB entry is not a Translation");
+            goto done;
+        }
+        if (fast_slot_add(e, off_refs, -1, &r) < 0)
+            goto done;
+        if (r == 0 && on_remove != Py_None) {
+            PyObject *res = PyObject_CallOneArg(on_remove, e);
+            if (res == NULL)
+                goto done;
+            Py_DECREF(res);
+        }
+    }
+    if (emptied && call_method0(t, s_update_shifts) < 0)
+        goto done;
+    m = PyDict_GET_SIZE(d);
+    rc = 0;
+done:
+    Py_XDECREF(sc);
+    Py_XDECREF(on_remove);
+    Py_DECREF(d);
+    if (rc < 0)
+        return -1;
+counted:
+    if (fast_slot_add(p->stats, off_flushed_entries, m, NULL) < 0)
+        return -1;
+    *n += m;
+    return 0;
+}
+
+/* mirrors WalkCache.invalidate(ASID) with its _invalidate_asid inlined */
+static int
+walk_cache_asid(struct part *p, PyObject *asid, long long *n)
+{
+    PyObject *w = p->t;
+    if (fast_slot_add(p->stats, off_flush_ops, 1, NULL) < 0)
+        return -1;
+    long long m = 0;
+    PyObject *d = dict_pop(p->index, asid);
+    if (d == NULL) {
+        if (PyErr_Occurred())
+            return -1;
+    } else {
+        int rc = -1;
+        PyObject *lc = get(w, s_level_count);
+        if (lc != NULL && PyDict_CheckExact(d) && PyList_CheckExact(lc)) {
+            Py_ssize_t pos = 0;
+            PyObject *k, *v;
+            rc = 0;
+            while (rc == 0 && PyDict_Next(d, &pos, &k, &v)) {
+                uint64_t kv = PyLong_AsUnsignedLongLongMask(k);
+                PyObject *s = kv == (uint64_t)-1 && PyErr_Occurred() ? NULL
+                              : pick_set(p->sets, p->mask, kv >> (tag_bits + 6));
+                Py_ssize_t level = (Py_ssize_t)((kv >> tag_bits) & 63);
+                PyObject *cur = s == NULL || PyDict_DelItem(s, k) < 0 ? NULL : PyList_GetItem(lc, level);
+                long long c = cur == NULL ? -1 : PyLong_AsLongLong(cur);
+                PyObject *nv = cur == NULL || (c == -1 && PyErr_Occurred()) ? NULL : PyLong_FromLongLong(c - 1);
+                rc = nv == NULL ? -1 : PyList_SetItem(lc, level, nv);     /* lc[level] -= 1 */
+            }
+            if (rc == 0)
+                rc = update_levels(w);
+            m = PyDict_GET_SIZE(d);
+        } else if (lc != NULL)
+            PyErr_SetString(PyExc_TypeError, "_fast_tlbi: by_asid entries must be dicts, level_count a list");
+        Py_XDECREF(lc);
+        Py_DECREF(d);
+        if (rc < 0)
+            return -1;
+    }
+    if (fast_slot_add(p->stats, off_flushed_entries, m, NULL) < 0)
+        return -1;
+    *n += m;
+    return 0;
+}
+
+/* invalidate_asid(hierarchies, op, asid) -> entries removed; see tlb.py:invalidate_asid */
+static PyObject *
+Invalidator_asid(PyObject *callable, PyObject *const *args, Py_ssize_t nargs)
+{
+    Invalidator *self = (Invalidator *)callable;
+    if (nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "invalidate_asid expected 3 arguments, got %zd", nargs);
+        return NULL;
+    }
+    PyObject *hierarchies = args[0], *op = args[1], *asid = args[2];
+    PyObject *scope = get(op, s_scope), *last = scope == NULL ? NULL : get(op, s_last_level);
+    int last_level = last == NULL ? -1 : PyObject_IsTrue(last);
+    Py_XDECREF(last);
+    Py_XDECREF(scope);
+    if (last_level < 0)
+        return NULL;
+    int python = scope != scope_asid || !(PyList_CheckExact(hierarchies) || PyTuple_CheckExact(hierarchies));
+    Py_ssize_t nh = python ? 0 : PySequence_Fast_GET_SIZE(hierarchies);
+    struct cpu_tlbs *stack_reach[16], **reach = nh <= 16 ? stack_reach : PyMem_Malloc(nh * sizeof *reach);
+    if (reach == NULL)
+        return PyErr_NoMemory();
+    if (!python)
+        python = find_reach(self, hierarchies, nh, reach) < 0;
+    if (python) {
+        if (reach != stack_reach)
+            PyMem_Free(reach);
+        return PyObject_Vectorcall(python_asid_fn, args, 3, NULL);
+    }
+    long long n = 0;
+    PyObject *result = NULL;
+    /* mirrors TLBHierarchy.invalidate for the ASID scope, CPU by CPU */
+    for (Py_ssize_t i = 0; i < nh; i++) {
+        struct cpu_tlbs *c = reach[i];
+        for (Py_ssize_t j = 0; j < c->nleaf; j++)
+            if (leaf_asid(&c->leaf[j], asid, &n) < 0)
+                goto done;
+        if (!last_level && walk_cache_asid(&c->wc, asid, &n) < 0)
+            goto done;
+    }
+    result = PyLong_FromLongLong(n);
+done:
+    if (reach != stack_reach)
+        PyMem_Free(reach);
+    return result;
+}
+
+static PyMethodDef Invalidator_methods[] = {
+    {"invalidate_asid", (PyCFunction)(void (*)(void))Invalidator_asid, METH_FASTCALL,
+     "invalidate_asid(hierarchies, op, asid) -> int: emu/tlb.py:invalidate_asid, compiled."},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyTypeObject InvalidatorType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "emu._fast_tlbi.Invalidator",
@@ -680,22 +881,27 @@ static PyTypeObject InvalidatorType = {
     .tp_traverse = (traverseproc)Invalidator_traverse,
     .tp_clear = (inquiry)Invalidator_clear,
     .tp_call = PyVectorcall_Call,
+    .tp_methods = Invalidator_methods,
 };
 
 
-/* configure(*, only_4k, tag_bits, global_tag, scope_va, python, stats, translation): what
- * tlb.py shares */
+/* configure(*, only_4k, tag_bits, global_tag, scope_va, scope_asid, python, python_asid,
+ * stats, translation): what tlb.py shares */
 static PyObject *
 configure(PyObject *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"only_4k", "tag_bits", "global_tag", "scope_va", "python", "stats", "translation",
-                             NULL};
-    PyObject *o4k, *gt, *sva, *py;
+    static char *kwlist[] = {"only_4k", "tag_bits", "global_tag", "scope_va", "scope_asid", "python",
+                             "python_asid", "stats", "translation", NULL};
+    PyObject *o4k, *gt, *sva, *sas, *py, *pya;
     PyTypeObject *st, *tt;
     unsigned int tb;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$OIOOOO!O!:configure", kwlist, &o4k, &tb, &gt, &sva, &py,
-                                     &PyType_Type, &st, &PyType_Type, &tt))
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "$OIOOOOOO!O!:configure", kwlist, &o4k, &tb, &gt, &sva, &sas,
+                                     &py, &pya, &PyType_Type, &st, &PyType_Type, &tt))
         return NULL;
+    Py_INCREF(sas);
+    Py_INCREF(pya);
+    Py_XSETREF(scope_asid, sas);
+    Py_XSETREF(python_asid_fn, pya);
     if ((off_flush_ops = fast_slot_offset((PyObject *)st, "flush_ops")) < 0
         || (off_flushed_entries = fast_slot_offset((PyObject *)st, "flushed_entries")) < 0
         || (off_refs = fast_slot_offset((PyObject *)tt, "refs")) < 0)
@@ -745,7 +951,8 @@ configure(PyObject *self, PyObject *args, PyObject *kwargs)
 
 static PyMethodDef methods[] = {
     {"configure", (PyCFunction)(void (*)(void))configure, METH_VARARGS | METH_KEYWORDS,
-     "configure(*, only_4k, tag_bits, global_tag, scope_va, python, stats, translation): the constants "
+     "configure(*, only_4k, tag_bits, global_tag, scope_va, scope_asid, python, python_asid, stats, "
+     "translation): the constants "
      "and types of emu/tlb.py, and its invalidate_va (the fallback for what the C does not handle)."},
     {NULL, NULL, 0, NULL},
 };
@@ -767,6 +974,7 @@ PyInit__fast_tlbi(void)
         {&s_on_remove, "on_remove"}, {&s_invalidate_va, "_invalidate_va"}, {&s_levels, "levels"},
         {&s_by_asid, "by_asid"}, {&s_level_count, "level_count"}, {&s_update_levels, "_update_levels"},
         {&s_scope, "scope"}, {&s_last_level, "last_level"}, {&s_levels_present, "_LEVELS_PRESENT"},
+        {&s_slice_blocks, "slice_blocks"}, {&s_invalidate_asid, "_invalidate_asid"},
     };
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (*names[i].slot == NULL && (*names[i].slot = PyUnicode_InternFromString(names[i].name)) == NULL)

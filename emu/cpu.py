@@ -938,6 +938,8 @@ class Cpu:
                 reach = (self.tlb,)
             if op.by_va:
                 self.machine.invalidate_va(reach, op, va, asid)   # the keys computed once for every CPU
+            elif op.scope is Scope.ASID:
+                self.machine.invalidate_asid(reach, op, asid)
             else:
                 for t in reach:
                     t.invalidate(op, va, asid)

@@ -57,9 +57,12 @@ def resolve(fast: bool | None) -> bool:
 # the compiled functions, given what they share with the Python (set up once, at import)
 Translator = _fast_translate.Translator if built() else None
 FillHook = _fast_translate.FillHook if built() else None
-Invalidator = _fast_tlbi.Invalidator if built() else None     # Invalidator(machine.tlbs)(hierarchies, op, va, asid)
+# Invalidator(machine.tlbs)(hierarchies, op, va, asid), and its .invalidate_asid(hierarchies, op, asid)
+Invalidator = _fast_tlbi.Invalidator if built() else None
 if built():
-    from .tlb import _ONLY_4K, _TAG_BITS, _VA, GLOBAL_TAG, TLBStats, invalidate_va as _invalidate_va_py
+    from .tlb import (_ASID, _ONLY_4K, _TAG_BITS, _VA, GLOBAL_TAG, TLBStats, invalidate_asid as _invalidate_asid_py,
+                      invalidate_va as _invalidate_va_py)
     from .walker import Translation
-    _fast_tlbi.configure(only_4k=_ONLY_4K, tag_bits=_TAG_BITS, global_tag=GLOBAL_TAG, scope_va=_VA,
-                         python=_invalidate_va_py, stats=TLBStats, translation=Translation)
+    _fast_tlbi.configure(only_4k=_ONLY_4K, tag_bits=_TAG_BITS, global_tag=GLOBAL_TAG, scope_va=_VA, scope_asid=_ASID,
+                         python=_invalidate_va_py, python_asid=_invalidate_asid_py, stats=TLBStats,
+                         translation=Translation)

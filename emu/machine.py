@@ -18,7 +18,7 @@ import numpy as np
 from .cpu import SPECULATION_RATES, Cpu, Stop, StopKind, special_offsets
 from .frames import FrameAllocator, FrameInfo, FrameKind
 from .physmem import PAGE_SHIFT, PAGE_SIZE, PhysMem
-from .tlb import invalidate_va
+from .tlb import invalidate_asid, invalidate_va
 from .trace import Trace
 
 
@@ -54,6 +54,8 @@ class Machine:
         self.tlbs = [cpu.tlb for cpu in self.cpus]       # what a broadcast TLBI reaches
         # a completed by-VA TLBI, applied to every TLB it reaches (emu/fastpath.py)
         self.invalidate_va = fastpath.Invalidator(self.tlbs) if self.fast else invalidate_va
+        # a completed by-ASID TLBI (ASIDE1, ASIDE1IS), likewise
+        self.invalidate_asid = self.invalidate_va.invalidate_asid if self.fast else invalidate_asid
 
     # ---------------------------------------------------------------- code coherence
     def code_fetched(self, pa: int) -> None:

@@ -789,6 +789,15 @@ class TLBHierarchy:
         return list(seen.values())
 
 
+def invalidate_asid(hierarchies, op: TLBIOp, asid: int) -> int:
+    """Apply one completed by-ASID TLBI (ASIDE1, ASIDE1IS) to the TLBs of every CPU in
+    `hierarchies`: TLBHierarchy.invalidate for each. Returns the entries removed."""
+    n = 0
+    for h in hierarchies:
+        n += h.invalidate(op, 0, asid)
+    return n
+
+
 def invalidate_va(hierarchies, op: TLBIOp, va: int, asid: int) -> int:
     """Apply one completed by-VA TLBI (VA or VAA scope) to the TLBs of every CPU in
     `hierarchies`: TLBHierarchy.invalidate for each, the keys computed once. Returns the

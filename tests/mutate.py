@@ -103,6 +103,13 @@ MUTANTS = [
     Mutant("c-refs-not-dropped", "compiled TLBI: a removed entry keeps its reference count", (
         ("emu/_fast_tlbi.c", "fast_slot_add(e, off_refs, -1, &r)", "fast_slot_add(e, off_refs, 0, &r)"),
     ), tuple(FAST_TESTS), compiled=True),
+    Mutant("c-asid-keeps-level-count", "compiled ASIDE1: the walk cache's level counts not lowered", (
+        ("emu/_fast_tlbi.c", "rc = nv == NULL ? -1 : PyList_SetItem(lc, level, nv);",
+         "rc = nv == NULL ? -1 : 0; Py_XDECREF(nv);"),
+    ), tuple(FAST_TESTS), compiled=True),
+    Mutant("c-asid-ignores-slices", "compiled ASIDE1: held slices not handed to the Python", (
+        ("emu/_fast_tlbi.c", "    if (slices) {", "    if (0) {"),
+    ), tuple(FAST_TESTS), compiled=True),
     Mutant("c-foreign-hierarchy", "compiled TLBI: another machine's TLBs taken for its own", (
         ("emu/_fast_tlbi.c", "        if (j == self->ncpus)\n            python = 1;",
          "        if (j == self->ncpus)\n            python = 0;"),

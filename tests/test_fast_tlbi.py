@@ -1,13 +1,14 @@
-"""The compiled by-VA TLBI (emu/_fast_tlbi.c) against the Python it mirrors (tlb.invalidate_va).
+"""The compiled by-VA and by-ASID TLBIs (emu/_fast_tlbi.c) against the Python they mirror
+(tlb.invalidate_va, tlb.invalidate_asid).
 
 Two machines are built identically, one with the pure Python paths (Machine(fast=False)) and
 one with the compiled ones (fast=True); the same seeded random lookups fill their TLBs (4 KB
 pages, global pages, 2 MB and 1 GB blocks that A53/A72/A76 keep as slices, user and kernel
-VAs, 8- and 16-bit ASIDs, LRU and random replacement), then the same by-VA TLBIs + DSBs run
+VAs, 8- and 16-bit ASIDs, LRU and random replacement), then the same by-VA and by-ASID TLBIs + DSBs run
 on both. After each, everything either path touches must be identical: every set's keys in
 order, the entries (and their refs), by_tag, shift_count, shifts, slices, statistics, the
 walk caches, the order of on_remove calls, and what the CPUs did about Unicorn's TLB. The
-return value is compared on direct calls of Machine.invalidate_va.
+return value is compared on direct calls of Machine.invalidate_va and invalidate_asid.
 """
 from __future__ import annotations
 
@@ -22,13 +23,14 @@ from emu.descriptors import AP_RW_ALL, OA_MASK, block_desc, level_index
 from emu.machine import Machine
 from emu.pagetables import UserTables
 from emu.sysregs import SysReg, make_ttbr
-from emu.tlbi import TLBIOp, tlbi_asid, tlbi_operand, tlbi_va
+from emu.tlbi import Scope, TLBIOp, tlbi_asid, tlbi_operand, tlbi_va
 from emu.walker import Access
 
 needs_built = pytest.mark.skipif(not fastpath.built(), reason="the compiled fast paths are not built")
 
 PRESETS = ("cortex-a53", "cortex-a72", "cortex-a76", "neoverse-n1")
 BY_VA_OPS = [op for op in TLBIOp if op.by_va]
+BY_ASID_OPS = [op for op in TLBIOp if op.scope is Scope.ASID]       # ASIDE1, ASIDE1IS
 DATA = 0x1000000              # 4 KB pages, some global
 CODE = 0x400000               # executable pages (the ITLB)
 BLK2M = 0x4000000             # a 2 MB block
@@ -157,7 +159,7 @@ class Pair:
 
     def operand(self):
         rnd = self.rnd
-        op, va = rnd.choice(BY_VA_OPS), rnd.choice(TLBI_VAS) + rnd.randrange(0x1000)
+        op, va = rnd.choice(BY_VA_OPS + BY_ASID_OPS), rnd.choice(TLBI_VAS) + rnd.randrange(0x1000)
         asid = rnd.choice(self.asids + [rnd.randrange(1 << 16)])
         xt = tlbi_operand(va=va, asid=asid)
         if not self.as16:
@@ -186,11 +188,16 @@ def scenario(seed: int) -> Pair:
             dsb = rnd.choice(["ish", "ish", "sy", "nsh"])
             p.both(lambda m: (m.cpus[cpu].tlbi(op, xt), m.cpus[cpu].dsb(dsb)))
             p.check(f"seed {seed} step {step}: cpu{cpu} TLBI {op.name}, {xt:#x}; DSB {dsb}")
-        else:
+        elif op.by_va:
             va, asid = tlbi_va(xt), tlbi_asid(xt, p.as16)
             a, b = p.both(lambda m: m.invalidate_va(m.tlbs, op, va, asid))
             assert a == b, f"seed {seed} step {step}: invalidate_va({op.name}, {va:#x}, {asid}) returned {a} and {b}"
             p.check(f"seed {seed} step {step}: invalidate_va({op.name}, {va:#x}, {asid})")
+        else:
+            asid = tlbi_asid(xt, p.as16)
+            a, b = p.both(lambda m: m.invalidate_asid(m.tlbs, op, asid))
+            assert a == b, f"seed {seed} step {step}: invalidate_asid({op.name}, {asid}) returned {a} and {b}"
+            p.check(f"seed {seed} step {step}: invalidate_asid({op.name}, {asid})")
         p.fill(rnd.randrange(0, 8))
     return p
 
