@@ -8,8 +8,8 @@ Prints, on a 4-CPU Cortex-A72 machine (goals from the issue):
      with the compiled by-VA invalidation (emu/_fast_tlbi.c, the default when built) and
      with the pure Python one (Machine(fast=False)), timed in the same loop;
   2. one TLBI ASIDE1IS + DSB ISH on 4 CPUs with full TLBs (goal <= 100 µs): the ASID holding
-     a few entries per CPU among other ASIDs' entries, and the ASID holding everything (the
-     removal itself is then O(entries removed));
+     a few entries per CPU among other ASIDs' entries (compiled and pure Python, alternated),
+     and the ASID holding everything (the removal itself is then O(entries removed));
   3. per page of a pmap_remove (two DSB ISHST; TLBI VAE1IS; DSB ISH; ISB sequences per page,
      as OpenBSD's ttlb_flush for a user pmap), one sequence at a time against
      Cpu.tlbi_flush_batch, and the extrapolation to a 1 GiB teardown (262,144 pages).
@@ -145,12 +145,14 @@ def bench_vae1is(iterations: int) -> dict:
 
 def bench_aside1is(iterations: int) -> dict:
     """ASIDE1IS on full TLBs: (few) 16 entries of the ASID per CPU among other ASIDs'
-    entries; (all) every entry is the ASID's. Interleaved with the same op on empty TLBs."""
+    entries; (all) every entry is the ASID's. Interleaved with the same op on empty TLBs,
+    and (few) with the pure Python path beside the compiled one (emu/_fast_tlbi.c)."""
     few = machine(1400, 60, asid_of=lambda i: ASID if i < 16 else OTHER)
+    few_python = machine(1400, 60, asid_of=lambda i: ASID if i < 16 else OTHER, fast=False)
     every = machine(1400, 60, asid_of=lambda i: ASID)
     empty = machine(0, 0)
     xt = tlbi_operand(asid=ASID)
-    res = {"empty": [], "few": [], "all": []}
+    res = {"empty": [], "few": [], "few_python": [], "all": []}
 
     def one(m):
         c = m.cpus[0]
@@ -161,8 +163,9 @@ def bench_aside1is(iterations: int) -> dict:
     try:
         for i in range(iterations):
             res["empty"].append(one(empty))
-            res["few"].append(one(few))
-            refill(few, range(16), asid_of=lambda i: ASID)
+            for key, m in (("few", few), ("few_python", few_python)):
+                res[key].append(one(m))
+                refill(m, range(16), asid_of=lambda i: ASID)
             if i < max(3, iterations // 20):                  # refilling everything is slow
                 res["all"].append(one(every))
                 refill(every, range(1400), range(60), asid_of=lambda i: ASID)
@@ -223,7 +226,7 @@ def main(argv=None) -> int:
         "vae1is_dsb_ish_us": dict(v[main_mode], goal=10.0, paths=main_mode,
                                   python=v["python"], python_over_fast=v.get("python_over_fast")),
         "aside1is_dsb_ish_us": {"empty": s["empty"], "full_few_of_asid": s["few"], "full_all_of_asid": s["all"],
-                                 "goal": 100.0},
+                                 "full_few_of_asid_python": s["few_python"], "goal": 100.0},
         "batch": b,
         "occupancy_full": v["occupancy_full"],
     }
@@ -249,8 +252,8 @@ def main(argv=None) -> int:
         print(f"   pure Python / compiled: held by all {r['low_held']:.2f} (low) {r['full_held']:.2f} (full), "
               f"by one {r['low_one']:.2f} / {r['full_one']:.2f}, by none {r['low_absent']:.2f} / {r['full_absent']:.2f}")
     print("2. TLBI ASIDE1IS + DSB ISH (host µs, median; goal <= 100 with full TLBs)")
-    print(f"   empty TLBs {s['empty']:7.1f}   full, 16 entries of the ASID per CPU {s['few']:7.1f}   "
-          f"full, every entry of the ASID (O(entries removed)) {s['all']:7.1f}")
+    print(f"   empty TLBs {s['empty']:7.1f}   full, 16 entries of the ASID per CPU {s['few']:7.1f} "
+          f"(pure Python {s['few_python']:.1f})   full, every entry of the ASID (O(entries removed)) {s['all']:7.1f}")
     print(f"3. pmap_remove of {b['pages']} pages, 2 flush sequences per page, full TLBs (host µs per page)")
     print(f"   one sequence at a time {b['one_at_a_time_us_per_page']:6.2f}   tlbi_flush_batch "
           f"{b['batch_us_per_page']:6.2f}   ratio {b['ratio']:.1f}")
