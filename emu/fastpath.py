@@ -1,9 +1,10 @@
 """The compiled fast paths, and the switch between them and the Python they mirror.
 
-Two functions run for nearly every event a teardown study makes: the translation of a
-Unicorn TLB miss (Cpu._build_translate, and the fill hook around it) and a completed by-VA
-TLBI reaching every CPU (tlb.invalidate_va). Each has a C twin (emu/_fast_translate.c:
-Translator, FillHook; emu/_fast_tlbi.c: Invalidator, one per machine) that
+The hottest paths of a teardown study are the translation of a Unicorn TLB miss
+(Cpu._build_translate, and the fill hook around it) and a completed by-VA or by-ASID TLBI
+reaching every CPU (tlb.invalidate_va, tlb.invalidate_asid). Each has a C twin
+(emu/_fast_translate.c: Translator, FillHook; emu/_fast_tlbi.c: Invalidator, one per
+machine, and its invalidate_asid) that
 works on the same Python objects (the same dict sets, Translation entries, statistics
 and indexes) with the same effects in the same order, and hands every case it does not
 handle to the Python function before changing anything. The Python stays the reference:
