@@ -40,7 +40,7 @@ class Machine:
         self.speculate = speculate
         self.instrument = instrument
         self.parange_bits = parange_bits
-        self.fast = fastpath.resolve(fast)           # the compiled twins of the two hottest paths
+        self.fast = fastpath.resolve(fast)           # the compiled twins of the hottest paths (emu/fastpath.py)
         self.trace = Trace() if trace is True else (trace or None)
         self.mem = PhysMem(mem_size)
         self.frames = FrameAllocator(self.mem)
