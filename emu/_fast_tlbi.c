@@ -439,7 +439,6 @@ typedef struct {
 } Invalidator;
 
 static PyObject *Invalidator_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames);
-static int find_reach(Invalidator *self, PyObject *hierarchies, Py_ssize_t nh, struct cpu_tlbs **reach);
 
 static int part_of(struct part *p, PyObject *t, PyObject *index_name)
 {
@@ -574,22 +573,48 @@ static int Invalidator_clear(Invalidator *self)
     return 0;
 }
 
-/* reach[i]: this machine's TLBs named hierarchies[i] (a list or tuple), found by a cursor
- * (callers pass them in Machine.tlbs order, or a part of it); -1 if one is not this machine's */
-static int
-find_reach(Invalidator *self, PyObject *hierarchies, Py_ssize_t nh, struct cpu_tlbs **reach)
+#define REACH_ON_STACK 16
+
+/* This machine's TLBs for each of `hierarchies` (a list or tuple, in Machine.tlbs order or
+ * a part of it: a cursor finds each), in `stack` or, for more than REACH_ON_STACK, on the
+ * heap (reach_free); *nh their number. NULL with *python set and no error when the Python
+ * must do the call (not a list or tuple, or a hierarchy of another machine); NULL with an
+ * error when memory ran out. */
+static struct cpu_tlbs **
+reach_of(Invalidator *self, PyObject *hierarchies, struct cpu_tlbs **stack, Py_ssize_t *nh, int *python)
 {
-    for (Py_ssize_t i = 0, cur = 0; i < nh; i++) {
+    if (*python || !(PyList_CheckExact(hierarchies) || PyTuple_CheckExact(hierarchies))) {
+        *python = 1;
+        return NULL;
+    }
+    *nh = PySequence_Fast_GET_SIZE(hierarchies);
+    struct cpu_tlbs **reach = *nh <= REACH_ON_STACK ? stack : PyMem_Malloc(*nh * sizeof *reach);
+    if (reach == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0, cur = 0; i < *nh; i++) {
         PyObject *h = PySequence_Fast_GET_ITEM(hierarchies, i);
         Py_ssize_t j = 0;
         for (; j < self->ncpus && self->cpus[(cur + j) % self->ncpus].h != h; j++)
             ;
-        if (j == self->ncpus)
-            return -1;
+        if (j == self->ncpus) {
+            if (reach != stack)
+                PyMem_Free(reach);
+            *python = 1;
+            return NULL;
+        }
         cur = (cur + j) % self->ncpus;
         reach[i] = &self->cpus[cur];
     }
-    return 0;
+    return reach;
+}
+
+static void
+reach_free(struct cpu_tlbs **reach, struct cpu_tlbs **stack)
+{
+    if (reach != stack)
+        PyMem_Free(reach);
 }
 
 /* invalidate_va(hierarchies, op, va, asid) -> entries removed; see tlb.py:invalidate_va */
@@ -605,8 +630,7 @@ Invalidator_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObj
     PyObject *hierarchies = args[0], *op = args[1], *va = args[2], *asid = args[3];
     struct op_keys o = {.va = va, .asid = asid};
     uint64_t va_v = 0, asid_v = 0;
-    int python = !PyLong_Check(va) || !PyLong_Check(asid)
-        || !(PyList_CheckExact(hierarchies) || PyTuple_CheckExact(hierarchies));
+    int python = !PyLong_Check(va) || !PyLong_Check(asid);
     if (!python) {
         va_v = PyLong_AsUnsignedLongLong(va);
         if (va_v == (uint64_t)-1 && PyErr_Occurred()) {        /* negative or wider than 64 bits */
@@ -620,17 +644,11 @@ Invalidator_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObj
         } else if (asid_v >> tag_bits)                         /* would spill out of the tag */
             python = 1;
     }
-    Py_ssize_t nh = python ? 0 : PySequence_Fast_GET_SIZE(hierarchies);
-    struct cpu_tlbs *stack_reach[16], **reach = nh <= 16 ? stack_reach : PyMem_Malloc(nh * sizeof *reach);
+    struct cpu_tlbs *stack[REACH_ON_STACK];
+    Py_ssize_t nh;
+    struct cpu_tlbs **reach = reach_of(self, hierarchies, stack, &nh, &python);
     if (reach == NULL)
-        return PyErr_NoMemory();
-    if (!python)
-        python = find_reach(self, hierarchies, nh, reach) < 0;
-    if (python) {
-        if (reach != stack_reach)
-            PyMem_Free(reach);
-        return PyObject_Vectorcall(python_fn, args, 4, NULL);
-    }
+        return python ? PyObject_Vectorcall(python_fn, args, 4, NULL) : NULL;
 
     PyObject *result = NULL;
     long long n = 0;
@@ -666,8 +684,7 @@ Invalidator_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObj
     }
     result = PyLong_FromLongLong(n);
 done:
-    if (reach != stack_reach)
-        PyMem_Free(reach);
+    reach_free(reach, stack);
     Py_XDECREF(o.ka);
     Py_XDECREF(o.kg);
     Py_XDECREF(o.k2);
@@ -833,18 +850,12 @@ Invalidator_asid(PyObject *callable, PyObject *const *args, Py_ssize_t nargs)
     Py_XDECREF(scope);
     if (last_level < 0)
         return NULL;
-    int python = scope != scope_asid || !(PyList_CheckExact(hierarchies) || PyTuple_CheckExact(hierarchies));
-    Py_ssize_t nh = python ? 0 : PySequence_Fast_GET_SIZE(hierarchies);
-    struct cpu_tlbs *stack_reach[16], **reach = nh <= 16 ? stack_reach : PyMem_Malloc(nh * sizeof *reach);
+    int python = scope != scope_asid;
+    struct cpu_tlbs *stack[REACH_ON_STACK];
+    Py_ssize_t nh;
+    struct cpu_tlbs **reach = reach_of(self, hierarchies, stack, &nh, &python);
     if (reach == NULL)
-        return PyErr_NoMemory();
-    if (!python)
-        python = find_reach(self, hierarchies, nh, reach) < 0;
-    if (python) {
-        if (reach != stack_reach)
-            PyMem_Free(reach);
-        return PyObject_Vectorcall(python_asid_fn, args, 3, NULL);
-    }
+        return python ? PyObject_Vectorcall(python_asid_fn, args, 3, NULL) : NULL;
     long long n = 0;
     PyObject *result = NULL;
     /* mirrors TLBHierarchy.invalidate for the ASID scope, CPU by CPU */
@@ -858,8 +869,7 @@ Invalidator_asid(PyObject *callable, PyObject *const *args, Py_ssize_t nargs)
     }
     result = PyLong_FromLongLong(n);
 done:
-    if (reach != stack_reach)
-        PyMem_Free(reach);
+    reach_free(reach, stack);
     return result;
 }
 

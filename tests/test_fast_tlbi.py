@@ -300,3 +300,19 @@ def test_any_hierarchies_in_any_order(order):
         got = c_a.invalidate_va(pick(c_a, c_b), TLBIOp.VAE1IS, va, 5)
         assert got == want and want > 0
         assert state(c_a) == state(py_a) and state(c_b) == state(py_b)
+
+
+@needs_built
+def test_more_cpus_than_the_stack_holds():
+    """(the compiled call keeps up to 16 CPUs' TLBs on the stack, more on the heap)"""
+    preset = load_preset("cortex-a72")
+    py, c = build(5, preset, 20, False), build(5, preset, 20, True)
+    for m in (py, c):
+        for i, cpu in enumerate(m.cpus):
+            switch(m, i, 7)
+            for va in PAGE_VAS[:3]:
+                cpu.lookup(va, Access.READ, 0)
+    assert py.invalidate_va(py.tlbs, TLBIOp.VAE1IS, PAGE_VAS[1], 7) == c.invalidate_va(c.tlbs, TLBIOp.VAE1IS,
+                                                                                        PAGE_VAS[1], 7) > 20
+    assert py.invalidate_asid(py.tlbs, TLBIOp.ASIDE1IS, 7) == c.invalidate_asid(c.tlbs, TLBIOp.ASIDE1IS, 7) > 20
+    assert state(c) == state(py)
