@@ -11,7 +11,7 @@ from ..cores import DEFAULT_CORE
 from ..run import DEFAULTS, SPECULATE
 from ..run.check import explore
 from ..run.workloads import WORKLOADS
-from .common import BadInput, add_executor_args
+from .common import BadInput, add_executor_args, add_kernel_args, kernel_config
 from .files import check_writable, write_json
 
 
@@ -44,8 +44,7 @@ def cmd_check(args) -> int:
         check_writable(args.json, "--json")
     cfg = {"workload": args.workload, "strategy": args.strategy, "pages": args.pages, "threads": args.threads,
            "cpus": args.cpus, "procs": args.procs, "core": args.core, "speculate": args.speculate,
-           "quantum": args.quantum, "strategy_file": args.strategy_file, "asid_bits": args.asid_bits,
-           "jobs": args.shell_jobs, "unlocked_exit": args.unlocked_exit or None, "irq_prob": args.irq_prob}
+           "strategy_file": args.strategy_file, **kernel_config(args)}
     cfg = {k: v for k, v in cfg.items() if v is not None}
     t0 = time.perf_counter()
     ex = explore(cfg, args.seeds, jobs=args.jobs, first_seed=args.first_seed,
@@ -105,19 +104,9 @@ def add_parser(sub) -> None:
     c.add_argument("--cpus", type=int, default=DEFAULTS["cpus"], metavar="C", help="CPUs (default 4)")
     c.add_argument("--procs", type=int, default=DEFAULTS["procs"], metavar="P", help="processes (default 1)")
     c.add_argument("--core", default=DEFAULT_CORE, metavar="X", help="core preset name or TOML file")
-    c.add_argument("--asid-bits", type=int, metavar="B",
-                   help="override the core's ASID width, 8 or 16 (8: ASIDs are reused within a few hundred exits)")
-    c.add_argument("--shell-jobs", type=int, metavar="J",
-                   help="processes the shell runs at once; the next starts when one is reaped "
-                        "(armmu run --jobs; default all)")
-    c.add_argument("--unlocked-exit", action="store_true",
-                   help="threads leave exit1 without the kernel lock (the window pmap_purge's spin is for)")
-    c.add_argument("--irq-prob", type=float, metavar="P",
-                   help="probability of an interrupt after each kernel step (stretches short windows)")
+    add_kernel_args(c, quantum_help="guest instructions per quantum; each seed draws from [Q/2, 3Q/2] (default 2000)")
     c.add_argument("--speculate", choices=SPECULATE, default="default",
                    help="speculative TLB fills (default: default; the hazards need them)")
-    c.add_argument("--quantum", type=int, metavar="Q",
-                   help="guest instructions per quantum; each seed draws from [Q/2, 3Q/2] (default 2000)")
     c.add_argument("--no-jitter", action="store_true", help="the same quantum for every seed")
     c.add_argument("--json", nargs="?", const="-", metavar="FILE",
                    help="the summary as JSON: printed, or written whole to FILE")

@@ -42,6 +42,27 @@ def guest_failure(r: dict) -> str | None:
     return None
 
 
+def add_kernel_args(p, shell_jobs: str = "--shell-jobs",
+                    quantum_help: str = "guest instructions per quantum (default 2000)") -> None:
+    """The kernel-model options run, compare and check share (KernConfig, the core's ASID
+    width); `shell_jobs`: run's flag is --jobs, the others' --jobs is their worker count."""
+    p.add_argument("--asid-bits", type=int, metavar="B",
+                   help="override the core's ASID width, 8 or 16 (8: ASIDs are reused within a few hundred exits)")
+    p.add_argument("--quantum", type=int, metavar="Q", help=quantum_help)
+    p.add_argument(shell_jobs, type=int, metavar="J", dest="shell_jobs",
+                   help="processes the shell runs at once; the next starts when one is reaped (default all)")
+    p.add_argument("--unlocked-exit", action="store_true",
+                   help="threads leave exit1 without the kernel lock (the window pmap_purge's spin is for)")
+    p.add_argument("--irq-prob", type=float, metavar="P",
+                   help="probability of an interrupt after each kernel step (stretches short windows)")
+
+
+def kernel_config(args) -> dict:
+    """The configuration keys of add_kernel_args' options (None: the default)."""
+    return {"asid_bits": args.asid_bits, "quantum": args.quantum, "jobs": args.shell_jobs,
+            "unlocked_exit": args.unlocked_exit or None, "irq_prob": args.irq_prob}
+
+
 def add_executor_args(p, jobs_help: str) -> None:
     """--jobs, --executor and --scheduler, as emu.run.executor.make_executor takes them."""
     p.add_argument("--jobs", type=int, metavar="J", help=jobs_help)

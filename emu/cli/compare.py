@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..run import DEFAULTS, SPECULATE, RunError
 from ..run.executor import make_executor
-from .common import BadInput, add_executor_args, guest_failure, load_strategy_file
+from .common import BadInput, add_executor_args, add_kernel_args, guest_failure, kernel_config, load_strategy_file
 from .files import check_writable, save_figure, write_json
 from .session import checked
 
@@ -206,8 +206,7 @@ def cmd_compare(args) -> int:
     names = parse_strategies(args.strategies)
     base = {"workload": args.workload, "guest": args.guest, "pages": args.pages, "threads": args.threads,
             "cpus": args.cpus, "procs": args.procs, "core": args.core, "speculate": args.speculate,
-            "strategy_file": args.strategy_file, "asid_bits": args.asid_bits, "quantum": args.quantum,
-            "unlocked_exit": args.unlocked_exit or None, "irq_prob": args.irq_prob, "jobs": args.shell_jobs}
+            "strategy_file": args.strategy_file, **kernel_config(args)}
     if args.guest and args.workload:
         raise RunError("give --workload or --guest, not both")
     if not args.guest and not args.workload:
@@ -314,15 +313,7 @@ def add_parser(sub) -> None:
                    help="processes (default 1; storm uses several), e.g. --procs 8")
     c.add_argument("--core", default=DEFAULTS["core"], metavar="X",
                    help="core preset or TOML file (default cortex-a72), e.g. --core neoverse-n1")
-    c.add_argument("--asid-bits", type=int, metavar="B",
-                   help="override the core's ASID width, 8 or 16 (8: ASIDs are reused within a few hundred exits)")
-    c.add_argument("--quantum", type=int, metavar="Q", help="guest instructions per quantum (default 2000)")
-    c.add_argument("--shell-jobs", type=int, metavar="J",
-                   help="processes the shell runs at once (storm); the next starts when one is reaped")
-    c.add_argument("--unlocked-exit", action="store_true",
-                   help="threads leave exit1 without the kernel lock (the window pmap_purge's spin is for)")
-    c.add_argument("--irq-prob", type=float, metavar="P",
-                   help="probability of an interrupt after each kernel step (stretches short windows)")
+    add_kernel_args(c)
     c.add_argument("--seed", type=int, default=0, metavar="K", help="seed of every run (default 0)")
     c.add_argument("--speculate", choices=SPECULATE, default=DEFAULTS["speculate"],
                    help="speculative TLB fills (default off), e.g. --speculate default")

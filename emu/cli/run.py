@@ -8,7 +8,7 @@ from ..cores import DEFAULT_CORE
 from ..run import DEFAULTS, SPECULATE, RunError
 from ..run.workloads import WORKLOADS
 from ..stats import table as stats_table
-from .common import guest_failure
+from .common import add_kernel_args, guest_failure, kernel_config
 from .files import check_writable, write_json
 from .session import add_trace_options, run_session, trace_options
 
@@ -54,8 +54,7 @@ def cmd_run(args) -> int:
     cfg = {"workload": args.workload, "guest": args.guest, "strategy": args.strategy, "pages": args.pages,
            "threads": args.threads, "cpus": args.cpus, "procs": args.procs, "core": args.core,
            "speculate": args.speculate, "touch": args.touch, "strategy_file": args.strategy_file,
-           "quantum": args.quantum, "jobs": args.jobs, "unlocked_exit": args.unlocked_exit or None,
-           "irq_prob": args.irq_prob, "asid_bits": args.asid_bits}
+           **kernel_config(args)}
     if args.irq_prob is not None and not 0.0 <= args.irq_prob <= 1.0:
         raise RunError(f"--irq-prob {args.irq_prob}: must be a probability from 0 to 1")
     if args.guest and args.workload:
@@ -105,19 +104,11 @@ def add_parser(sub) -> None:
                    help="processes started at once (default 1; storm uses several)")
     r.add_argument("--core", default=DEFAULT_CORE, metavar="X",
                    help="core preset name or TOML file (default cortex-a72)")
-    r.add_argument("--asid-bits", type=int, metavar="B",
-                   help="override the core's ASID width, 8 or 16 (8: ASIDs are reused within a few hundred exits)")
     r.add_argument("--seed", type=int, default=0, metavar="K", help="seed: the run is a function of it")
-    r.add_argument("--quantum", type=int, metavar="Q",
-                   help="guest instructions per quantum (default 2000; armmu check draws one per seed)")
     r.add_argument("--speculate", choices=SPECULATE, default=DEFAULTS["speculate"],
                    help="speculative TLB fills (default off)")
-    r.add_argument("--jobs", type=int, metavar="J",
-                   help="processes the shell runs at once; the next starts when one is reaped (default all)")
-    r.add_argument("--unlocked-exit", action="store_true",
-                   help="threads leave exit1 without the kernel lock (the window pmap_purge's spin is for)")
-    r.add_argument("--irq-prob", type=float, metavar="P",
-                   help="probability of an interrupt after each kernel step (stretches short windows)")
+    add_kernel_args(r, shell_jobs="--jobs",
+                    quantum_help="guest instructions per quantum (default 2000; armmu check draws one per seed)")
     r.add_argument("--stats", action="store_true",
                    help="also print every statistic with its description (the result's stats section)")
     r.add_argument("--json", nargs="?", const="-", metavar="FILE",
