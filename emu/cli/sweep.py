@@ -18,12 +18,14 @@ from pathlib import Path
 
 from ..run import DEFAULTS, LIMITS, SPECULATE
 from ..run.executor import make_executor
-from .common import BadInput, add_executor_args, load_strategy_file, parse_int
+from .common import BadInput, add_executor_args, add_kernel_args, kernel_config, load_strategy_file, parse_int
 from .compare import parse_strategies
 from .files import check_writable, save_figure, write_json, write_text
 from .session import checked
 
 AXES = ("pages", "threads", "cpus", "procs", "core")
+# the kernel options (common.add_kernel_args): the same for every point, part of its key when set
+KERNEL_KEYS = ("asid_bits", "quantum", "jobs", "unlocked_exit", "irq_prob")
 MEASURES = (("teardown", "teardown cycles"), ("exit_latency", "exit latency (cycles)"),
             ("process_sys", "process sys cycles"), ("reaper", "reaper cycles"))
 MAX_POINTS = 100_000
@@ -31,7 +33,7 @@ SAVE_EVERY = 1.0                       # seconds between saves of sweep.json whi
 COLUMNS = ("workload", "strategy", "pages", "threads", "cpus", "procs", "core", "speculate", "seed",
            "total", "exit_latency", "teardown", "process_sys", "process_user", "reaper",
            "VAE1IS", "ASIDE1IS", "VAALE1IS", "VMALLE1IS", "dsb", "isb", "ttbr_writes", "context_switches",
-           "walks", "violations", "violation_kinds", "completed", "reason", "host_seconds")
+           "walks", "violations", "violation_kinds", "completed", "reason", "host_seconds", *KERNEL_KEYS)
 
 
 def parse_values(text: str, what: str) -> list[int]:
@@ -63,7 +65,8 @@ def parse_values(text: str, what: str) -> list[int]:
 
 
 def point_key(cfg: dict, seed: int) -> str:
-    return json.dumps({**{k: cfg[k] for k in ("workload", "strategy", *AXES, "speculate")}, "seed": seed},
+    kernel = {k: cfg[k] for k in KERNEL_KEYS if cfg.get(k) is not None}
+    return json.dumps({**{k: cfg[k] for k in ("workload", "strategy", *AXES, "speculate")}, **kernel, "seed": seed},
                       sort_keys=True)
 
 
@@ -85,6 +88,7 @@ def sweep_task(config: dict, seed: int, check: bool = True) -> dict:
                violation_kinds=" ".join(sorted({v["kind"] for v in r["violations"]})),
                completed=r["outcome"]["completed"], reason=r["outcome"]["reason"],
                host_seconds=r["host"]["seconds"])
+    row.update({k: config[k] for k in KERNEL_KEYS if config.get(k) is not None})
     return row
 
 
@@ -158,7 +162,8 @@ def cmd_sweep(args) -> int:
     for strat, pages, threads, cpus, procs, core in itertools.product(
             grid["strategy"], grid["pages"], grid["threads"], grid["cpus"], grid["procs"], grid["core"]):
         cfg = {"workload": args.workload, "strategy": strat, "pages": pages, "threads": threads, "cpus": cpus,
-               "procs": procs, "core": core, "speculate": args.speculate, "strategy_file": args.strategy_file}
+               "procs": procs, "core": core, "speculate": args.speculate, "strategy_file": args.strategy_file,
+               **kernel_config(args)}
         points.append({k: v for k, v in cfg.items() if v is not None})
     if len(points) * len(seeds) > MAX_POINTS:
         raise BadInput(f"the grid has {len(points) * len(seeds):,} points (limit {MAX_POINTS:,}): narrow it")
@@ -193,6 +198,7 @@ def _sweep(args, grid, seeds, points, ex) -> int:
                 queued.add(key)
                 todo.append((key, cfg, s))
     meta = {"schema": 1, "command": "sweep", "workload": args.workload, "speculate": args.speculate,
+            "kernel": {k: v for k, v in kernel_config(args).items() if v is not None},
             "grid": grid, "seeds": [seeds.start, seeds.stop - 1]}
 
     def save():
@@ -255,6 +261,7 @@ def add_parser(sub) -> None:
     s.add_argument("--seed", type=int, default=0, metavar="K", help="first seed (default 0)")
     s.add_argument("--speculate", choices=SPECULATE, default=DEFAULTS["speculate"],
                    help="speculative TLB fills (default off)")
+    add_kernel_args(s)
     s.add_argument("--no-check", action="store_true", help="run without the hazard checker (faster)")
     s.add_argument("--out", default="sweep-out", metavar="DIR", help="output directory (default sweep-out)")
     add_executor_args(s, "runs at once (default: every core)")

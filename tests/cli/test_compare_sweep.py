@@ -136,3 +136,22 @@ def test_compare_takes_the_kernel_options_of_run_and_check(armmu):
                            "--threads", "2", "--procs", "64", "--speculate", "default", "--shell-jobs", "4",
                            "--quantum", "2240", "--seed", "0")
     assert rc16 == 0 and table_rows(out16)["violations"]["asid-noflush"][0] == 0     # 16-bit: no reuse
+
+
+def test_sweep_kernel_options_are_part_of_each_point(armmu, tmp_path):
+    """A point is its configuration and seed: the kernel options too (recorded in the CSV,
+    resumed only with the same options)."""
+    base = ("sweep", "--workload", "storm", "--procs", "2", "--threads", "1", "--pages", "8", "--cpus", "2",
+            "--strategies", "purge", "--out", "sw", "--jobs", "1", "--no-check")
+    rc, out, err = armmu(*base, "--asid-bits", "8", "--quantum", "700")
+    assert rc == 0, err
+    rows = list(csv.DictReader((tmp_path / "sw" / "sweep.csv").open()))
+    assert [(r["asid_bits"], r["quantum"], r["jobs"]) for r in rows] == [("8", "700", "")]
+    data = json.loads((tmp_path / "sw" / "sweep.json").read_text())
+    assert data["kernel"] == {"asid_bits": 8, "quantum": 700}
+    rc, out, err = armmu(*base, "--asid-bits", "8", "--quantum", "700")
+    assert rc == 0 and "1 already in" in err and "0 to run" in err
+    rc, out, err = armmu(*base, "--asid-bits", "8", "--quantum", "900")
+    assert rc == 0 and "0 already in" in err and "1 to run" in err
+    rows = list(csv.DictReader((tmp_path / "sw" / "sweep.csv").open()))
+    assert [r["quantum"] for r in rows] == ["900"]
