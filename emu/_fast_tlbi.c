@@ -555,14 +555,29 @@ static void Invalidator_dealloc(Invalidator *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+static int part_traverse(struct part *p, visitproc visit, void *arg)
+{
+    Py_VISIT(p->t);
+    Py_VISIT(p->sets);
+    Py_VISIT(p->index);
+    Py_VISIT(p->stats);
+    return 0;
+}
+
+/* every object an Invalidator holds, for the collector (the machine holds its Invalidator) */
 static int Invalidator_traverse(Invalidator *self, visitproc visit, void *arg)
 {
     for (Py_ssize_t i = 0; i < self->ncpus; i++) {
         struct cpu_tlbs *c = &self->cpus[i];
         Py_VISIT(c->h);
-        for (Py_ssize_t j = 0; j < c->nleaf; j++)
-            Py_VISIT(c->leaf[j].t);
-        Py_VISIT(c->wc.t);
+        for (Py_ssize_t j = 0; j < c->nleaf; j++) {
+            int r = part_traverse(&c->leaf[j], visit, arg);
+            if (r)
+                return r;
+        }
+        int r = part_traverse(&c->wc, visit, arg);
+        if (r)
+            return r;
     }
     return 0;
 }

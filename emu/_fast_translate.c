@@ -732,14 +732,6 @@ static int part_from(Part *p, PyObject *t)
     return 0;
 }
 
-static void part_clear(Part *p)
-{
-    Py_CLEAR(p->t);
-    Py_CLEAR(p->sets);
-    Py_CLEAR(p->stats);
-    Py_CLEAR(p->by_tag);
-}
-
 static int slot_offsets(PyObject *type, const char **names, int n, Py_ssize_t *out)
 {
     for (int i = 0; i < n; i++)
@@ -748,61 +740,41 @@ static int slot_offsets(PyObject *type, const char **names, int n, Py_ssize_t *o
     return 0;
 }
 
-static void Translator_dealloc(Translator *self)
-{
-    PyObject_GC_UnTrack(self);
-    Py_CLEAR(self->python);
-    Py_CLEAR(self->cpu);
-    Py_CLEAR(self->machine);
-    Py_CLEAR(self->tlb);
-    Py_CLEAR(self->regime_type);
-    Py_CLEAR(self->wce_type);
-    part_clear(&self->itlb);
-    part_clear(&self->dtlb);
-    part_clear(&self->l2);
-    Py_CLEAR(self->wc_sets);
-    Py_CLEAR(self->wc_stats);
-    if (self->q.obj != NULL)
-        PyBuffer_Release(&self->q);
-    Py_CLEAR(self->walk_observers);
-    Py_CLEAR(self->recent);
-    Py_CLEAR(self->holds);
-    Py_CLEAR(self->perm_memo);
-    Py_CLEAR(self->leaf_perms_cached);
-    Py_CLEAR(self->translation_type);
-    Py_CLEAR(self->fault_type);
-    Py_CLEAR(self->access);
-    Py_CLEAR(self->permission);
-    Py_CLEAR(self->account);
-    Py_CLEAR(self->walk_l3);
-    Py_CLEAR(self->walk_and_fill);
-    Py_CLEAR(self->only_4k);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
+/* Every object a Translator holds, for the collector (the CPU holds its Translator, and a
+ * walk observer such as the hazard checker's may hold the machine: cycles the collector can
+ * only free if each reference is reported, here and in Translator_clear). */
+#define TRANSLATOR_OBJECTS(X) \
+    X(python) X(cpu) X(machine) X(tlb) X(itlb.t) X(itlb.sets) X(itlb.stats) X(itlb.by_tag) \
+    X(dtlb.t) X(dtlb.sets) X(dtlb.stats) X(dtlb.by_tag) X(l2.t) X(l2.sets) X(l2.stats) X(l2.by_tag) \
+    X(wc_sets) X(wc_stats) X(walk_observers) X(recent) X(holds) X(perm_memo) X(leaf_perms_cached) \
+    X(translation_type) X(fault_type) X(access) X(permission) X(account) X(walk_l3) X(walk_and_fill) \
+    X(only_4k) X(regime_type) X(wce_type)
 
-/* the Python objects held (the CPU holds its translator: a cycle the collector must see) */
 static int Translator_traverse(Translator *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->python);
-    Py_VISIT(self->cpu);
-    Py_VISIT(self->machine);
-    Py_VISIT(self->tlb);
-    Py_VISIT(self->itlb.t);
-    Py_VISIT(self->dtlb.t);
-    Py_VISIT(self->l2.t);
-    Py_VISIT(self->account);
-    Py_VISIT(self->walk_and_fill);
+#define VISIT(f) Py_VISIT(self->f);
+    TRANSLATOR_OBJECTS(VISIT)
+#undef VISIT
+    /* (not self->q.obj: the memoryview refers to no object of a cycle, and the collector
+     * must not clear it while this buffer is exported; Translator_clear releases it) */
     return 0;
 }
 
 static int Translator_clear(Translator *self)
 {
-    Py_CLEAR(self->python);
-    Py_CLEAR(self->cpu);
-    Py_CLEAR(self->machine);
-    Py_CLEAR(self->account);
-    Py_CLEAR(self->walk_and_fill);
+#define CLEAR(f) Py_CLEAR(self->f);
+    TRANSLATOR_OBJECTS(CLEAR)
+#undef CLEAR
+    if (self->q.obj != NULL)
+        PyBuffer_Release(&self->q);
     return 0;
+}
+
+static void Translator_dealloc(Translator *self)
+{
+    PyObject_GC_UnTrack(self);
+    Translator_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 static PyObject *Translator_new(PyTypeObject *type, PyObject *args, PyObject *kw)
@@ -1039,35 +1011,30 @@ static PyObject *FillHook_new(PyTypeObject *type, PyObject *args, PyObject *kw)
     return (PyObject *)self;
 }
 
-static void FillHook_dealloc(FillHook *self)
-{
-    PyObject_GC_UnTrack(self);
-    Py_CLEAR(self->translate);
-    Py_CLEAR(self->cpu);
-    Py_CLEAR(self->holds);
-    Py_CLEAR(self->code_pa);
-    Py_CLEAR(self->code_fetch);
-    Py_CLEAR(self->hook_failed);
-    Py_CLEAR(self->uc);
-    Py_TYPE(self)->tp_free((PyObject *)self);
-}
+/* every object a FillHook holds, for the collector (as TRANSLATOR_OBJECTS) */
+#define FILLHOOK_OBJECTS(X) X(translate) X(cpu) X(holds) X(code_pa) X(code_fetch) X(hook_failed) X(uc)
 
 static int FillHook_traverse(FillHook *self, visitproc visit, void *arg)
 {
-    Py_VISIT(self->translate);
-    Py_VISIT(self->cpu);
-    Py_VISIT(self->code_fetch);
-    Py_VISIT(self->uc);
+#define VISIT(f) Py_VISIT(self->f);
+    FILLHOOK_OBJECTS(VISIT)
+#undef VISIT
     return 0;
 }
 
 static int FillHook_clear(FillHook *self)
 {
-    Py_CLEAR(self->translate);
-    Py_CLEAR(self->cpu);
-    Py_CLEAR(self->code_fetch);
-    Py_CLEAR(self->uc);
+#define CLEAR(f) Py_CLEAR(self->f);
+    FILLHOOK_OBJECTS(CLEAR)
+#undef CLEAR
     return 0;
+}
+
+static void FillHook_dealloc(FillHook *self)
+{
+    PyObject_GC_UnTrack(self);
+    FillHook_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 /* what uc_hook_add needs: the C callback and its user_data (this object, kept alive by the CPU) */
