@@ -97,6 +97,9 @@ MUTANTS = [
     Mutant("c-perm-el-swapped", "compiled miss path: EL0 and EL1 rights swapped", (
         ("emu/_fast_translate.c", "if ((perms >> (acc + (el == 0 ? 3 : 0))) & 1)", "if ((perms >> (acc + (el == 0 ? 0 : 3))) & 1)"),
     ), tuple(FAST_TESTS), compiled=True),
+    Mutant("c-observers-hidden-from-gc", "compiled miss path: the walk observers not reported to the collector", (
+        ("emu/_fast_translate.c", "X(wc_sets) X(wc_stats) X(walk_observers) X(recent)", "X(wc_sets) X(wc_stats) X(recent)"),
+    ), tuple(FAST_TESTS), compiled=True),
     Mutant("c-walk-cache-index-kept", "compiled TLBI: a removed walk-cache entry stays in by_asid", (
         ("emu/_fast_tlbi.c", "if (unindex(p->index, o->asid, k) < 0)", "if (0)"),
     ), tuple(FAST_TESTS), compiled=True),
