@@ -12,6 +12,10 @@
  * (SetAssocTLB.insert on an L2 hit, Cpu._account for a walk that faults, Cpu._walk for a
  * cold walk, the checker, SetAssocTLB._dropped for an evicted block).
  *
+ * FillHook, at the end, is the compiled twin of Cpu._build_fill_hook's `fill`: Unicorn's
+ * UC_HOOK_TLB_FILL callback itself (registered with uc_hook_add, no ctypes in between),
+ * answering a miss through the Translator.
+ *
  * Read it next to the Python: each block names the lines it mirrors.
  */
 #define PY_SSIZE_T_CLEAN
