@@ -40,7 +40,8 @@ def default() -> bool:
 def describe() -> str:
     """One line for `armmu list`: which paths a run uses, and why."""
     if not built():
-        return "pure Python: the compiled fast paths are not built (reinstall with a C compiler: make setup)"
+        return ("pure Python: the compiled fast paths are not built "
+                "(install a C compiler and Python's headers, then: make clean setup)")
     if not default():
         return f"pure Python: {PURE_ENV}=1"
     return f"compiled fast paths (emu/_fast_translate.c, emu/_fast_tlbi.c); {PURE_ENV}=1 selects the Python"
@@ -51,7 +52,8 @@ def resolve(fast: bool | None) -> bool:
     if fast is None:
         return default()
     if fast and not built():
-        raise RuntimeError("the compiled fast paths are not built (reinstall with a C compiler: make setup)")
+        raise RuntimeError("the compiled fast paths are not built "
+                           "(install a C compiler and Python's headers, then: make clean setup)")
     return bool(fast)
 
 

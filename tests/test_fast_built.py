@@ -12,5 +12,5 @@ def test_the_compiled_fast_paths_are_built():
     if os.environ.get(fastpath.PURE_ENV) == "1":
         pytest.skip(f"{fastpath.PURE_ENV}=1: the pure Python paths were asked for")
     assert fastpath.built(), ("emu/_fast_translate.c and emu/_fast_tlbi.c did not build: install a C "
-                              "compiler and Python's headers, then `make setup`")
+                              "compiler and Python's headers, then `make clean setup`")
     assert fastpath.default()
